@@ -1,0 +1,232 @@
+"""The safety mask: which actions the hard limits allow now, and why each other one is not.
+
+Every rule is evaluated for every action over a batch of states at once (numpy), so the
+vectorised simulator masks PPO's logits with exactly the rules the operator enforces.
+
+Semantics, in the order the rules are checked (the first rule that forbids an action is
+the one reported):
+
+1. ``metrics_missing`` — without the core metrics, only holding or scaling up is allowed:
+   no data, no scale-down, no limit change. A memory-limit decrease also needs the memory
+   working set.
+2. cooldowns — ``scale_up_cooldown`` after a scale-up; ``scale_down_cooldown`` after any
+   scaling (a scale-down right after a scale-up is what flapping looks like);
+   ``limit_cooldown`` between limit changes, which restart pods.
+3. bounds — an action that cannot move in its direction because the count or the limit is
+   already at ``max``/``min`` is forbidden (``max_replicas``, ``min_replicas``,
+   ``cpu_bounds``, ``memory_bounds``). An action that can move, but too far, is *clamped*
+   to the bound and to the step limit instead (as the HPA's behaviour policies do).
+4. budgets — ``cpu_budget``/``memory_budget`` when replicas × limit would exceed the
+   optional total; scale-ups are clamped to the budget where some room is left.
+5. ``memory_working_set`` — a memory limit may not drop below working set × headroom.
+
+The no-op is always allowed. :func:`enforce` clamps a final decision again, whichever
+policy produced it (defence in depth).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from rlscale.policy.actions import CPU_STEPS, MEMORY_STEPS, propose_replicas
+from rlscale.policy.limits import ScalingLimits
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+class MaskRule(enum.IntEnum):
+    """Why an action is forbidden; 0 means allowed. Lower codes are checked first."""
+
+    ALLOWED = 0
+    METRICS_MISSING = 1
+    SCALE_UP_COOLDOWN = 2
+    SCALE_DOWN_COOLDOWN = 3
+    LIMIT_COOLDOWN = 4
+    MAX_REPLICAS = 5
+    MIN_REPLICAS = 6
+    CPU_BOUNDS = 7
+    MEMORY_BOUNDS = 8
+    CPU_BUDGET = 9
+    MEMORY_BUDGET = 10
+    MEMORY_WORKING_SET = 11
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingState:
+    """What the mask needs to know about each workload; every field has shape ``(n,)``.
+
+    Times are unix seconds; ``NaN`` in a ``last_*`` field means "never".
+    """
+
+    replicas: IntArray
+    cpu_limit_m: IntArray
+    memory_limit_mib: IntArray
+    metrics_ok: BoolArray
+    memory_utilization: FloatArray
+    now: FloatArray
+    last_scale_up_at: FloatArray
+    last_scale_down_at: FloatArray
+    last_limit_change_at: FloatArray
+
+    @classmethod
+    def single(
+        cls,
+        *,
+        replicas: int,
+        cpu_limit_m: int,
+        memory_limit_mib: int,
+        metrics_ok: bool,
+        memory_utilization: float | None,
+        now: float,
+        last_scale_up_at: float | None,
+        last_scale_down_at: float | None,
+        last_limit_change_at: float | None,
+    ) -> ScalingState:
+        """A batch of one, for the operator's per-policy decision."""
+
+        def t(x: float | None) -> FloatArray:
+            return np.array([np.nan if x is None else x], dtype=np.float64)
+
+        return cls(
+            replicas=np.array([replicas], dtype=np.int64),
+            cpu_limit_m=np.array([cpu_limit_m], dtype=np.int64),
+            memory_limit_mib=np.array([memory_limit_mib], dtype=np.int64),
+            metrics_ok=np.array([metrics_ok]),
+            memory_utilization=t(memory_utilization),
+            now=t(now),
+            last_scale_up_at=t(last_scale_up_at),
+            last_scale_down_at=t(last_scale_down_at),
+            last_limit_change_at=t(last_limit_change_at),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MaskResult:
+    """Per state and proposal: allowed or not, the rule, and the clamped outcome."""
+
+    allowed: BoolArray  # (n, k)
+    reason: npt.NDArray[np.int8]  # (n, k) MaskRule codes
+    replicas: IntArray  # (n, k) outcome if taken (the current value where forbidden)
+    cpu_limit_m: IntArray
+    memory_limit_mib: IntArray
+
+
+def evaluate(
+    limits: ScalingLimits,
+    state: ScalingState,
+    proposed_replicas: IntArray,
+    proposed_cpu_m: IntArray,
+    proposed_memory_mib: IntArray,
+) -> MaskResult:
+    """Check proposals of shape ``(n, k)`` against the limits for states of shape ``(n,)``."""
+    r = state.replicas[:, None]
+    c = state.cpu_limit_m[:, None]
+    m = state.memory_limit_mib[:, None]
+    now = state.now[:, None]
+    dr = np.sign(proposed_replicas - r)
+    dc = np.sign(proposed_cpu_m - c)
+    dm = np.sign(proposed_memory_mib - m)
+    limit_move = (dc != 0) | (dm != 0)
+
+    # Clamp replicas to the step limits, then to the bounds; a hold stays exactly a hold.
+    up_room = np.maximum(limits.max_scale_up_pods, np.ceil(r * limits.max_scale_up_percent / 100.0))
+    down_room = np.maximum(limits.max_scale_down_pods, np.floor(r * limits.max_scale_down_percent / 100.0))
+    tr = np.clip(proposed_replicas, r - down_room, r + up_room)
+    tr = np.clip(tr, limits.min_replicas, limits.max_replicas)
+    tc = np.where(dc == 0, c, np.clip(proposed_cpu_m, limits.cpu_limit_min_m, limits.cpu_limit_max_m))
+    tm = np.where(
+        dm == 0, m, np.clip(proposed_memory_mib, limits.memory_limit_min_mib, limits.memory_limit_max_mib)
+    )
+    cpu_cap = mem_cap = None
+    if limits.max_total_cpu_m is not None:
+        cpu_cap = limits.max_total_cpu_m // np.maximum(tc, 1)
+        tr = np.where(dr > 0, np.minimum(tr, cpu_cap), tr)
+    if limits.max_total_memory_mib is not None:
+        mem_cap = limits.max_total_memory_mib // np.maximum(tm, 1)
+        tr = np.where(dr > 0, np.minimum(tr, mem_cap), tr)
+    tr = np.where(dr == 0, r, tr).astype(np.int64)
+
+    reason = np.zeros(tr.shape, dtype=np.int8)
+
+    def rule(code: MaskRule, cond: BoolArray) -> None:
+        np.copyto(reason, np.int8(code), where=(reason == 0) & cond)
+
+    missing = ~state.metrics_ok[:, None]
+    mem_unknown = np.isnan(state.memory_utilization)[:, None]
+    rule(MaskRule.METRICS_MISSING, (missing & ((dr < 0) | limit_move)) | ((dm < 0) & mem_unknown))
+    rule(MaskRule.SCALE_UP_COOLDOWN, (dr > 0) & (now < state.last_scale_up_at[:, None] + limits.scale_up_cooldown_s))
+    last_scaled = np.fmax(state.last_scale_up_at, state.last_scale_down_at)[:, None]
+    rule(MaskRule.SCALE_DOWN_COOLDOWN, (dr < 0) & (now < last_scaled + limits.scale_down_cooldown_s))
+    rule(MaskRule.LIMIT_COOLDOWN, limit_move & (now < state.last_limit_change_at[:, None] + limits.limit_change_cooldown_s))
+    rule(MaskRule.MAX_REPLICAS, (dr > 0) & (tr <= r) & (r >= limits.max_replicas))
+    rule(MaskRule.MIN_REPLICAS, (dr < 0) & (tr >= r))
+    rule(MaskRule.CPU_BOUNDS, (dc != 0) & (dc * (tc - c) <= 0))
+    rule(MaskRule.MEMORY_BOUNDS, (dm != 0) & (dm * (tm - m) <= 0))
+    if limits.max_total_cpu_m is not None:
+        over = (tr * tc > limits.max_total_cpu_m) & ((dr > 0) | (dc > 0))
+        rule(MaskRule.CPU_BUDGET, over | ((dr > 0) & (tr <= r)))
+    if limits.max_total_memory_mib is not None:
+        over = (tr * tm > limits.max_total_memory_mib) & ((dr > 0) | (dm > 0))
+        rule(MaskRule.MEMORY_BUDGET, over | ((dr > 0) & (tr <= r)))
+    working_set = state.memory_utilization[:, None] * m * limits.memory_headroom
+    rule(MaskRule.MEMORY_WORKING_SET, (dm < 0) & ~mem_unknown & (tm < working_set))
+    # A replica move that cannot happen for any other reason (cannot occur with sane limits).
+    rule(MaskRule.MAX_REPLICAS, (dr > 0) & (tr <= r))
+
+    allowed = reason == 0
+    return MaskResult(
+        allowed=allowed,
+        reason=reason,
+        replicas=np.where(allowed, tr, r).astype(np.int64),
+        cpu_limit_m=np.where(allowed, tc, c).astype(np.int64),
+        memory_limit_mib=np.where(allowed, tm, m).astype(np.int64),
+    )
+
+
+def action_mask(limits: ScalingLimits, state: ScalingState) -> MaskResult:
+    """Evaluate every action of the table, shape ``(n, N_ACTIONS)``. Column 0 is the no-op."""
+    proposed_r = propose_replicas(state.replicas)
+    proposed_c = state.cpu_limit_m[:, None] + CPU_STEPS * limits.cpu_limit_step_m
+    proposed_m = state.memory_limit_mib[:, None] + MEMORY_STEPS * limits.memory_limit_step_mib
+    return evaluate(limits, state, proposed_r, proposed_c, proposed_m)
+
+
+def enforce(
+    limits: ScalingLimits, state: ScalingState, replicas: int, cpu_limit_m: int, memory_limit_mib: int
+) -> tuple[int, int, int, MaskRule]:
+    """Clamp one final decision (state of batch size 1), whichever policy made it.
+
+    Tries the whole change, then the replica change alone, then nothing; finally the
+    bounds win over everything (a Deployment outside [min, max] is brought back in).
+    Returns the enforced target and the rule that forbade the whole change (``ALLOWED``
+    if it was allowed, though step limits and bounds may still have clamped it).
+    """
+    r0, c0, m0 = int(state.replicas[0]), int(state.cpu_limit_m[0]), int(state.memory_limit_mib[0])
+    result = evaluate(
+        limits,
+        state,
+        np.array([[replicas, replicas]], dtype=np.int64),
+        np.array([[cpu_limit_m, c0]], dtype=np.int64),
+        np.array([[memory_limit_mib, m0]], dtype=np.int64),
+    )
+    rule = MaskRule(int(result.reason[0, 0]))
+    col = 0 if result.allowed[0, 0] else 1 if result.allowed[0, 1] else None
+    if col is None:
+        r, c, m = r0, c0, m0
+    else:
+        r, c, m = (int(result.replicas[0, col]), int(result.cpu_limit_m[0, col]),
+                   int(result.memory_limit_mib[0, col]))
+    r = min(max(r, limits.min_replicas), limits.max_replicas)
+    c = min(max(c, limits.cpu_limit_min_m), limits.cpu_limit_max_m)
+    m = min(max(m, limits.memory_limit_min_mib), limits.memory_limit_max_mib)
+    return r, c, m, rule
+
