@@ -286,8 +286,11 @@ def decide(
     # 4. The gate picks who acts; the final clamp applies to either.
     source: Source = choose(config.gate, state.gate) if learned_idx is not None else "baseline"
     if source == "learned" and learned_idx is not None:
-        want = (int(mask.replicas[0, learned_idx]), int(mask.cpu_limit_m[0, learned_idx]),
-                int(mask.memory_limit_mib[0, learned_idx]))
+        want = (
+            int(mask.replicas[0, learned_idx]),
+            int(mask.cpu_limit_m[0, learned_idx]),
+            int(mask.memory_limit_mib[0, learned_idx]),
+        )
         action = ACTIONS[learned_idx].name
     else:
         want = (baseline_replicas, obs.cpu_limit_m, obs.memory_limit_mib)
@@ -313,9 +316,7 @@ def decide(
     state.last_limits_changed = limits_changed
     state.decisions += 1
 
-    masked = tuple(
-        (ACTIONS[i].name, MaskRule(int(code)).label) for i, code in enumerate(mask.reason[0]) if code
-    )
+    masked = tuple((ACTIONS[i].name, MaskRule(int(code)).label) for i, code in enumerate(mask.reason[0]) if code)
     learned_action = ACTIONS[learned_idx].name if learned_idx is not None else None
     decision = Decision(
         replicas=replicas,

@@ -47,9 +47,7 @@ class ScalingLimits(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> ScalingLimits:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})"
-            )
+            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed max_replicas ({self.max_replicas})")
         if self.cpu_limit_min_m > self.cpu_limit_max_m:
             raise ValueError(
                 f"cpu_limit_min_m ({self.cpu_limit_min_m}) must not exceed cpu_limit_max_m ({self.cpu_limit_max_m})"

@@ -143,9 +143,7 @@ def evaluate(
     tr = np.clip(proposed_replicas, r - down_room, r + up_room)
     tr = np.clip(tr, limits.min_replicas, limits.max_replicas)
     tc = np.where(dc == 0, c, np.clip(proposed_cpu_m, limits.cpu_limit_min_m, limits.cpu_limit_max_m))
-    tm = np.where(
-        dm == 0, m, np.clip(proposed_memory_mib, limits.memory_limit_min_mib, limits.memory_limit_max_mib)
-    )
+    tm = np.where(dm == 0, m, np.clip(proposed_memory_mib, limits.memory_limit_min_mib, limits.memory_limit_max_mib))
     cpu_cap = mem_cap = None
     if limits.max_total_cpu_m is not None:
         cpu_cap = limits.max_total_cpu_m // np.maximum(tc, 1)
@@ -166,7 +164,10 @@ def evaluate(
     rule(MaskRule.SCALE_UP_COOLDOWN, (dr > 0) & (now < state.last_scale_up_at[:, None] + limits.scale_up_cooldown_s))
     last_scaled = np.fmax(state.last_scale_up_at, state.last_scale_down_at)[:, None]
     rule(MaskRule.SCALE_DOWN_COOLDOWN, (dr < 0) & (now < last_scaled + limits.scale_down_cooldown_s))
-    rule(MaskRule.LIMIT_COOLDOWN, limit_move & (now < state.last_limit_change_at[:, None] + limits.limit_change_cooldown_s))
+    rule(
+        MaskRule.LIMIT_COOLDOWN,
+        limit_move & (now < state.last_limit_change_at[:, None] + limits.limit_change_cooldown_s),
+    )
     rule(MaskRule.MAX_REPLICAS, (dr > 0) & (tr <= r) & (r >= limits.max_replicas))
     rule(MaskRule.MIN_REPLICAS, (dr < 0) & (tr >= r))
     rule(MaskRule.CPU_BOUNDS, (dc != 0) & (dc * (tc - c) <= 0))
@@ -223,10 +224,8 @@ def enforce(
     if col is None:
         r, c, m = r0, c0, m0
     else:
-        r, c, m = (int(result.replicas[0, col]), int(result.cpu_limit_m[0, col]),
-                   int(result.memory_limit_mib[0, col]))
+        r, c, m = (int(result.replicas[0, col]), int(result.cpu_limit_m[0, col]), int(result.memory_limit_mib[0, col]))
     r = min(max(r, limits.min_replicas), limits.max_replicas)
     c = min(max(c, limits.cpu_limit_min_m), limits.cpu_limit_max_m)
     m = min(max(m, limits.memory_limit_min_mib), limits.memory_limit_max_mib)
     return r, c, m, rule
-
