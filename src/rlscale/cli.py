@@ -13,6 +13,7 @@ import click
 # name -> "module:attribute" of a click command or group.
 _COMMANDS: dict[str, str] = {
     "bench-decide": "rlscale.policy.cli:bench_decide",
+    "cluster": "rlscale.devstack.cli:cluster",
 }
 
 
