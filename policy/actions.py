@@ -85,6 +85,7 @@ def _build_table() -> tuple[Action, ...]:
 ACTIONS: tuple[Action, ...] = _build_table()
 NOOP: Action = ACTIONS[0]
 N_ACTIONS: int = len(ACTIONS)
+ACTION_NAMES: tuple[str, ...] = tuple(a.name for a in ACTIONS)
 ACTION_BY_NAME: dict[str, Action] = {a.name: a for a in ACTIONS}
 
 # Column arrays of the table, for vectorised application over many states at once.

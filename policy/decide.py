@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from rlscale.policy.actions import ACTIONS, NOOP
+from rlscale.policy.actions import ACTION_NAMES, N_ACTIONS, NOOP
 from rlscale.policy.baselines import (
     BaselineConfig,
     HpaState,
@@ -34,10 +34,10 @@ from rlscale.policy.baselines import (
 )
 from rlscale.policy.gate import GateConfig, GateState, Source, choose, record_outcome
 from rlscale.policy.limits import ScalingLimits
-from rlscale.policy.mask import MaskRule, ScalingState, action_mask, enforce
+from rlscale.policy.mask import RULE_LABELS, ScalingState, action_proposals, evaluate
 from rlscale.policy.model import PolicyModel, masked_argmax
 from rlscale.policy.reward import Objective, reward, slo_violated
-from rlscale.policy.spec import encode
+from rlscale.policy.spec import encode_matrix
 
 
 class DecisionConfig(BaseModel):
@@ -80,6 +80,18 @@ class Observation:
         return all(
             v is not None and math.isfinite(v) for v in (self.cpu_utilization, self.request_rate, self.latency_p99_ms)
         )
+
+    def raw(self, config: DecisionConfig) -> np.ndarray:
+        """The raw matrix :func:`rlscale.policy.spec.encode_matrix` takes, shape ``(len(RAW_COLUMNS), 1)``."""
+        lim = config.limits
+        values = (
+            self.timestamp, self.replicas, self.ready_replicas, self.cpu_limit_m, self.memory_limit_mib,
+            self.cpu_utilization, self.memory_utilization, self.request_rate, self.request_rate_prev,
+            self.latency_p50_ms, self.latency_p99_ms, self.latency_p99_prev_ms, self.error_rate,
+            self.queue_per_replica, config.objective.latency_slo_ms, lim.max_replicas, lim.cpu_limit_max_m,
+            lim.memory_limit_max_mib,
+        )  # fmt: skip
+        return np.array([[np.nan if v is None else v] for v in values], dtype=np.float64)
 
     def columns(self, config: DecisionConfig) -> dict[str, np.ndarray]:
         """The raw columns :func:`rlscale.policy.spec.encode` takes, as a batch of one."""
@@ -224,19 +236,18 @@ def _interval_reward(config: DecisionConfig, state: ControllerState, obs: Observ
     """Reward of the interval that just ended, or None when its outcome is unknown."""
     if obs.latency_p99_ms is None or not math.isfinite(obs.latency_p99_ms):
         return None
-    lat = np.array([obs.latency_p99_ms])
-    err = np.array([obs.error_rate if obs.error_rate is not None else np.nan])
+    err = obs.error_rate if obs.error_rate is not None else np.nan
     lim = config.limits
     r = reward(
         config.objective,
-        latency_p99_ms=lat,
+        latency_p99_ms=obs.latency_p99_ms,
         error_rate=err,
-        allocated_cpu_m=np.array([obs.replicas * obs.cpu_limit_m], dtype=np.float64),
+        allocated_cpu_m=obs.replicas * obs.cpu_limit_m,
         max_cpu_m=float(lim.max_replicas * lim.cpu_limit_max_m),
-        replicas_changed=np.array([state.last_replicas_changed]),
-        limits_changed=np.array([state.last_limits_changed]),
+        replicas_changed=state.last_replicas_changed,
+        limits_changed=state.last_limits_changed,
     )
-    return float(r[0]), bool(slo_violated(config.objective, lat, err)[0])
+    return float(r), bool(slo_violated(config.objective, obs.latency_p99_ms, err))
 
 
 def decide(
@@ -262,7 +273,8 @@ def decide(
     if outcome is not None and state.last_source is not None:
         record_outcome(config.gate, state.gate, state.last_source, *outcome)
 
-    # 2. What the hard limits allow now.
+    # 2. Both policies' proposals, checked against the hard limits in one pass: the 63
+    #    actions of the table, plus the baseline's target as one more column.
     scaling = ScalingState.single(
         replicas=obs.replicas,
         cpu_limit_m=obs.cpu_limit_m,
@@ -274,33 +286,40 @@ def decide(
         last_scale_down_at=state.last_scale_down_at,
         last_limit_change_at=state.last_limit_change_at,
     )
-    mask = action_mask(config.limits, scaling)
-
-    # 3. Both policies' proposals.
     baseline_replicas, baseline_why = _baseline(config, state, obs)
+    pr, pc, pm = action_proposals(config.limits, scaling)
+    checked = evaluate(
+        config.limits,
+        scaling,
+        np.concatenate((pr, [[baseline_replicas]]), axis=1),
+        np.concatenate((pc, [[obs.cpu_limit_m]]), axis=1),
+        np.concatenate((pm, [[obs.memory_limit_mib]]), axis=1),
+    )
+    reasons = checked.reason[0]
     learned_idx: int | None = None
     if model is not None:
-        logits = model.logits(encode(obs.columns(config)))
-        learned_idx = int(masked_argmax(logits, mask.allowed)[0])
+        logits = model.logits(encode_matrix(obs.raw(config)))
+        learned_idx = int(masked_argmax(logits, checked.allowed[:, :N_ACTIONS])[0])
 
-    # 4. The gate picks who acts; the final clamp applies to either.
+    # 3. The gate picks who acts; both choices are already clamped by the mask.
     source: Source = choose(config.gate, state.gate) if learned_idx is not None else "baseline"
-    if source == "learned" and learned_idx is not None:
-        want = (
-            int(mask.replicas[0, learned_idx]),
-            int(mask.cpu_limit_m[0, learned_idx]),
-            int(mask.memory_limit_mib[0, learned_idx]),
-        )
-        action = ACTIONS[learned_idx].name
-    else:
-        want = (baseline_replicas, obs.cpu_limit_m, obs.memory_limit_mib)
-        action = f"baseline:{config.baseline.kind}"
-    replicas, cpu, mem, rule = enforce(config.limits, scaling, *want)
-    enforced_by = None
-    if (replicas, cpu, mem) != want:
-        enforced_by = rule.label if rule != MaskRule.ALLOWED else "step_or_bounds"
+    col = learned_idx if source == "learned" and learned_idx is not None else N_ACTIONS
+    action = ACTION_NAMES[col] if col < N_ACTIONS else f"baseline:{config.baseline.kind}"
+    replicas = int(checked.replicas[0, col])
+    cpu, mem = int(checked.cpu_limit_m[0, col]), int(checked.memory_limit_mib[0, col])
+    enforced_by: str | None = None
+    if reasons[col]:
+        enforced_by = RULE_LABELS[reasons[col]]
+    elif col == N_ACTIONS and replicas != baseline_replicas:
+        enforced_by = "step_limit"
+    # Defence in depth: the bounds hold whatever the path above did (and bring a
+    # Deployment that was set outside them back in).
+    lim = config.limits
+    replicas = min(max(replicas, lim.min_replicas), lim.max_replicas)
+    cpu = min(max(cpu, lim.cpu_limit_min_m), lim.cpu_limit_max_m)
+    mem = min(max(mem, lim.memory_limit_min_mib), lim.memory_limit_max_mib)
 
-    # 5. Remember what changed, for cooldowns, HPA behaviour periods and the next reward.
+    # 4. Remember what changed, for cooldowns, HPA behaviour periods and the next reward.
     delta = replicas - obs.replicas
     if delta > 0:
         state.last_scale_up_at = now
@@ -316,8 +335,20 @@ def decide(
     state.last_limits_changed = limits_changed
     state.decisions += 1
 
-    masked = tuple((ACTIONS[i].name, MaskRule(int(code)).label) for i, code in enumerate(mask.reason[0]) if code)
-    learned_action = ACTIONS[learned_idx].name if learned_idx is not None else None
+    masked = tuple((ACTION_NAMES[i], RULE_LABELS[reasons[i]]) for i in np.flatnonzero(reasons[:N_ACTIONS]))
+    learned_action = ACTION_NAMES[learned_idx] if learned_idx is not None else None
+    explanation = explain(
+        source=source,
+        action=action,
+        before=(obs.replicas, obs.cpu_limit_m, obs.memory_limit_mib),
+        after=(replicas, cpu, mem),
+        enforced_by=enforced_by,
+        baseline_why=baseline_why,
+        learned_action=learned_action,
+        model_error=model_error,
+        masked=masked,
+        gate=(config.gate.mode, state.gate),
+    )
     decision = Decision(
         replicas=replicas,
         cpu_limit_m=cpu,
@@ -331,41 +362,44 @@ def decide(
         baseline_replicas=baseline_replicas,
         masked=masked,
         enforced_by=enforced_by,
-        explanation="",
+        explanation=explanation,
         reward=outcome[0] if outcome else None,
         slo_violated=outcome[1] if outcome else None,
         model_error=model_error,
     )
-    return replace(decision, explanation=explain(decision, config, state, baseline_why)), state
+    return decision, state
 
 
-def explain(decision: Decision, config: DecisionConfig, state: ControllerState, baseline_why: str) -> str:
+def explain(
+    *,
+    source: Source,
+    action: str,
+    before: tuple[int, int, int],
+    after: tuple[int, int, int],
+    enforced_by: str | None,
+    baseline_why: str,
+    learned_action: str | None,
+    model_error: str | None,
+    masked: tuple[tuple[str, str], ...],
+    gate: tuple[str, GateState],
+) -> str:
     """A one-paragraph, human-readable account of a decision."""
-    d = decision
-    parts = [f"{d.source} acted ({d.action})"]
-    if d.changed:
-        moves = []
-        if d.replicas_changed:
-            moves.append(f"replicas {d.previous_replicas}→{d.replicas}")
-        if d.cpu_limit_m != d.previous_cpu_limit_m:
-            moves.append(f"cpu limit {d.previous_cpu_limit_m}m→{d.cpu_limit_m}m")
-        if d.memory_limit_mib != d.previous_memory_limit_mib:
-            moves.append(f"memory limit {d.previous_memory_limit_mib}Mi→{d.memory_limit_mib}Mi")
-        parts.append(", ".join(moves))
-    else:
-        parts.append(f"no change at {d.replicas} replicas")
-    if d.enforced_by:
-        parts.append(f"clamped by {d.enforced_by}")
+    parts = [f"{source} acted ({action})"]
+    labels = ("replicas {}→{}", "cpu limit {}m→{}m", "memory limit {}Mi→{}Mi")
+    moves = [label.format(b, a) for label, b, a in zip(labels, before, after, strict=True) if a != b]
+    parts.append(", ".join(moves) if moves else f"no change at {after[0]} replicas")
+    if enforced_by:
+        parts.append(f"clamped by {enforced_by}")
     parts.append(baseline_why)
-    if d.learned_action is not None and d.source != "learned":
-        parts.append(f"learned would have chosen {d.learned_action}")
-    if d.model_error:
-        parts.append(f"learned policy unavailable: {d.model_error}")
-    if d.masked:
-        counts = Counter(rule for _, rule in d.masked)
+    if learned_action is not None and source != "learned":
+        parts.append(f"learned would have chosen {learned_action}")
+    if model_error:
+        parts.append(f"learned policy unavailable: {model_error}")
+    if masked:
+        counts = Counter(rule for _, rule in masked)
         parts.append("masked " + ", ".join(f"{n}×{rule}" for rule, n in sorted(counts.items())))
-    g = state.gate
-    parts.append(f"gate {config.gate.mode} ratio {g.ratio:.2f}" + (f" ({g.last_verdict})" if g.last_verdict else ""))
+    mode, g = gate
+    parts.append(f"gate {mode} ratio {g.ratio:.2f}" + (f" ({g.last_verdict})" if g.last_verdict else ""))
     return "; ".join(parts)
 
 

@@ -138,51 +138,47 @@ def evaluate(
     limit_move = (dc != 0) | (dm != 0)
 
     # Clamp replicas to the step limits, then to the bounds; a hold stays exactly a hold.
-    up_room = np.maximum(limits.max_scale_up_pods, np.ceil(r * limits.max_scale_up_percent / 100.0))
-    down_room = np.maximum(limits.max_scale_down_pods, np.floor(r * limits.max_scale_down_percent / 100.0))
-    tr = np.clip(proposed_replicas, r - down_room, r + up_room)
-    tr = np.clip(tr, limits.min_replicas, limits.max_replicas)
-    tc = np.where(dc == 0, c, np.clip(proposed_cpu_m, limits.cpu_limit_min_m, limits.cpu_limit_max_m))
-    tm = np.where(dm == 0, m, np.clip(proposed_memory_mib, limits.memory_limit_min_mib, limits.memory_limit_max_mib))
-    cpu_cap = mem_cap = None
+    up_room = np.maximum(limits.max_scale_up_pods, np.ceil(r * (limits.max_scale_up_percent / 100.0)))
+    down_room = np.maximum(limits.max_scale_down_pods, np.floor(r * (limits.max_scale_down_percent / 100.0)))
+    tr = np.minimum(np.maximum(proposed_replicas, r - down_room), r + up_room)
+    tr = np.minimum(np.maximum(tr, limits.min_replicas), limits.max_replicas)
+    tc = np.minimum(np.maximum(proposed_cpu_m, limits.cpu_limit_min_m), limits.cpu_limit_max_m)
+    tc = np.where(dc == 0, c, tc)
+    tm = np.minimum(np.maximum(proposed_memory_mib, limits.memory_limit_min_mib), limits.memory_limit_max_mib)
+    tm = np.where(dm == 0, m, tm)
+    up, down = dr > 0, dr < 0
     if limits.max_total_cpu_m is not None:
-        cpu_cap = limits.max_total_cpu_m // np.maximum(tc, 1)
-        tr = np.where(dr > 0, np.minimum(tr, cpu_cap), tr)
+        tr = np.where(up, np.minimum(tr, limits.max_total_cpu_m // np.maximum(tc, 1)), tr)
     if limits.max_total_memory_mib is not None:
-        mem_cap = limits.max_total_memory_mib // np.maximum(tm, 1)
-        tr = np.where(dr > 0, np.minimum(tr, mem_cap), tr)
+        tr = np.where(up, np.minimum(tr, limits.max_total_memory_mib // np.maximum(tm, 1)), tr)
     tr = np.where(dr == 0, r, tr).astype(np.int64)
+    stuck_up = up & (tr <= r)
 
-    reason = np.zeros(tr.shape, dtype=np.int8)
-
-    def rule(code: MaskRule, cond: BoolArray) -> None:
-        np.copyto(reason, np.int8(code), where=(reason == 0) & cond)
-
-    missing = ~state.metrics_ok[:, None]
+    no = np.zeros(tr.shape, dtype=bool)
     mem_unknown = np.isnan(state.memory_utilization)[:, None]
-    rule(MaskRule.METRICS_MISSING, (missing & ((dr < 0) | limit_move)) | ((dm < 0) & mem_unknown))
-    rule(MaskRule.SCALE_UP_COOLDOWN, (dr > 0) & (now < state.last_scale_up_at[:, None] + limits.scale_up_cooldown_s))
     last_scaled = np.fmax(state.last_scale_up_at, state.last_scale_down_at)[:, None]
-    rule(MaskRule.SCALE_DOWN_COOLDOWN, (dr < 0) & (now < last_scaled + limits.scale_down_cooldown_s))
-    rule(
-        MaskRule.LIMIT_COOLDOWN,
-        limit_move & (now < state.last_limit_change_at[:, None] + limits.limit_change_cooldown_s),
-    )
-    rule(MaskRule.MAX_REPLICAS, (dr > 0) & (tr <= r) & (r >= limits.max_replicas))
-    rule(MaskRule.MIN_REPLICAS, (dr < 0) & (tr >= r))
-    rule(MaskRule.CPU_BOUNDS, (dc != 0) & (dc * (tc - c) <= 0))
-    rule(MaskRule.MEMORY_BOUNDS, (dm != 0) & (dm * (tm - m) <= 0))
+    cpu_over = mem_over = no
     if limits.max_total_cpu_m is not None:
-        over = (tr * tc > limits.max_total_cpu_m) & ((dr > 0) | (dc > 0))
-        rule(MaskRule.CPU_BUDGET, over | ((dr > 0) & (tr <= r)))
+        cpu_over = ((tr * tc > limits.max_total_cpu_m) & (up | (dc > 0))) | stuck_up
     if limits.max_total_memory_mib is not None:
-        over = (tr * tm > limits.max_total_memory_mib) & ((dr > 0) | (dm > 0))
-        rule(MaskRule.MEMORY_BUDGET, over | ((dr > 0) & (tr <= r)))
-    working_set = state.memory_utilization[:, None] * m * limits.memory_headroom
-    rule(MaskRule.MEMORY_WORKING_SET, (dm < 0) & ~mem_unknown & (tm < working_set))
-    # A replica move that cannot happen for any other reason (cannot occur with sane limits).
-    rule(MaskRule.MAX_REPLICAS, (dr > 0) & (tr <= r))
-
+        mem_over = ((tr * tm > limits.max_total_memory_mib) & (up | (dm > 0))) | stuck_up
+    # One condition per rule, in the order of _RULE_ORDER: the first that holds is reported.
+    conditions = (
+        (~state.metrics_ok[:, None] & (down | limit_move)) | ((dm < 0) & mem_unknown),
+        up & (now < state.last_scale_up_at[:, None] + limits.scale_up_cooldown_s),
+        down & (now < last_scaled + limits.scale_down_cooldown_s),
+        limit_move & (now < state.last_limit_change_at[:, None] + limits.limit_change_cooldown_s),
+        stuck_up & (r >= limits.max_replicas),
+        down & (tr >= r),
+        (dc != 0) & (dc * (tc - c) <= 0),
+        (dm != 0) & (dm * (tm - m) <= 0),
+        cpu_over,
+        mem_over,
+        (dm < 0) & ~mem_unknown & (tm < state.memory_utilization[:, None] * m * limits.memory_headroom),
+        stuck_up,  # a scale-up that cannot happen for any other reason (not reachable with sane limits)
+    )
+    stacked = np.array(conditions)  # every condition has the proposals' shape (n, k)
+    reason = np.where(stacked.any(axis=0), _RULE_ORDER[stacked.argmax(axis=0)], 0).astype(np.int8)
     allowed = reason == 0
     return MaskResult(
         allowed=allowed,
@@ -193,12 +189,38 @@ def evaluate(
     )
 
 
-def action_mask(limits: ScalingLimits, state: ScalingState) -> MaskResult:
-    """Evaluate every action of the table, shape ``(n, N_ACTIONS)``. Column 0 is the no-op."""
+_RULE_ORDER = np.array(
+    [
+        MaskRule.METRICS_MISSING,
+        MaskRule.SCALE_UP_COOLDOWN,
+        MaskRule.SCALE_DOWN_COOLDOWN,
+        MaskRule.LIMIT_COOLDOWN,
+        MaskRule.MAX_REPLICAS,
+        MaskRule.MIN_REPLICAS,
+        MaskRule.CPU_BOUNDS,
+        MaskRule.MEMORY_BOUNDS,
+        MaskRule.CPU_BUDGET,
+        MaskRule.MEMORY_BUDGET,
+        MaskRule.MEMORY_WORKING_SET,
+        MaskRule.MAX_REPLICAS,
+    ],
+    dtype=np.int8,
+)
+#: Labels by code, for reports (``RULE_LABELS[code]``).
+RULE_LABELS: tuple[str, ...] = tuple(rule.label for rule in MaskRule)
+
+
+def action_proposals(limits: ScalingLimits, state: ScalingState) -> tuple[IntArray, IntArray, IntArray]:
+    """Unclamped (replicas, CPU, memory) proposals of every action, each ``(n, N_ACTIONS)``."""
     proposed_r = propose_replicas(state.replicas)
     proposed_c = state.cpu_limit_m[:, None] + CPU_STEPS * limits.cpu_limit_step_m
     proposed_m = state.memory_limit_mib[:, None] + MEMORY_STEPS * limits.memory_limit_step_mib
-    return evaluate(limits, state, proposed_r, proposed_c, proposed_m)
+    return proposed_r, proposed_c, proposed_m
+
+
+def action_mask(limits: ScalingLimits, state: ScalingState) -> MaskResult:
+    """Evaluate every action of the table, shape ``(n, N_ACTIONS)``. Column 0 is the no-op."""
+    return evaluate(limits, state, *action_proposals(limits, state))
 
 
 def enforce(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+from numpy.typing import ArrayLike
 from pydantic import BaseModel, ConfigDict, Field
 
 FloatArray = npt.NDArray[np.float64]
@@ -38,38 +39,43 @@ class Objective(BaseModel):
     weights: RewardWeights = Field(default_factory=RewardWeights)
 
 
-def slo_violated(objective: Objective, latency_p99_ms: FloatArray, error_rate: FloatArray) -> npt.NDArray[np.bool_]:
+def slo_violated(objective: Objective, latency_p99_ms: ArrayLike, error_rate: ArrayLike) -> npt.NDArray[np.bool_]:
     """True where the interval broke the SLO. Unknown (NaN) latency or errors are not a violation."""
-    with np.errstate(invalid="ignore"):
-        return np.asarray((latency_p99_ms > objective.latency_slo_ms) | (error_rate > objective.max_error_rate))
+    return np.asarray(
+        np.greater(latency_p99_ms, objective.latency_slo_ms) | np.greater(error_rate, objective.max_error_rate)
+    )
 
 
 def reward(
     objective: Objective,
     *,
-    latency_p99_ms: FloatArray,
-    error_rate: FloatArray,
-    allocated_cpu_m: FloatArray,
+    latency_p99_ms: ArrayLike,
+    error_rate: ArrayLike,
+    allocated_cpu_m: ArrayLike,
     max_cpu_m: float,
-    replicas_changed: npt.NDArray[np.bool_],
-    limits_changed: npt.NDArray[np.bool_],
+    replicas_changed: ArrayLike,
+    limits_changed: ArrayLike,
 ) -> FloatArray:
-    """Reward of one interval for each of ``n`` workloads (arrays of shape ``(n,)``).
+    """Reward of one interval, element-wise over arrays of shape ``(n,)`` (or scalars).
 
     ``allocated_cpu_m`` is replicas × CPU limit; ``max_cpu_m`` the most the limits allow
-    (max replicas × max CPU limit), which makes cost a fraction in [0, 1].
+    (max replicas × max CPU limit), which makes cost a fraction in [0, 1]. Unknown (NaN)
+    errors count as none and unknown latency as on target; callers skip intervals whose
+    outcome is unknown altogether.
     """
     w = objective.weights
-    err = np.nan_to_num(np.clip(error_rate, 0.0, 1.0), nan=0.0)
-    lat = np.nan_to_num(np.clip(latency_p99_ms / objective.latency_slo_ms, 0.0, 5.0), nan=0.0)
+    err = np.minimum(np.maximum(error_rate, 0.0), 1.0)
+    err = np.where(np.isnan(err), 0.0, err)
+    lat = np.minimum(np.maximum(np.divide(latency_p99_ms, objective.latency_slo_ms), 0.0), 5.0)
+    lat = np.where(np.isnan(lat), 1.0, lat)
     violated = slo_violated(objective, latency_p99_ms, error_rate)
-    cost = allocated_cpu_m / max(max_cpu_m, 1.0)
+    cost = np.divide(allocated_cpu_m, max(max_cpu_m, 1.0))
     return np.asarray(
         w.throughput * (1.0 - err)
         - w.latency * lat
         - w.sla_violation * violated
         - w.cost * cost
-        - w.scaling_change * replicas_changed
-        - w.limit_change * limits_changed,
+        - w.scaling_change * np.asarray(replicas_changed, dtype=np.float64)
+        - w.limit_change * np.asarray(limits_changed, dtype=np.float64),
         dtype=np.float64,
     )

@@ -1,22 +1,28 @@
 """The observation spec: the ordered, named features a policy sees, and their normalisation.
 
-The operator builds these columns from Prometheus and the Deployment; the simulator
+The operator builds the raw columns from Prometheus and the Deployment; the simulator
 builds them from its state. Both call :func:`encode`, so the learned policy sees the same
 numbers in training and in the cluster. Features are scale-free where they can be
 (utilisation against limits, latency against the SLO, replicas against the maximum), so
 a model trained on one service size transfers to another.
 
-The spec's identity is :data:`SPEC_HASH`: a hash of every feature's name, formula and
-range, the action table and the trend window. A model records the hash it was trained
-with, and :class:`~rlscale.policy.model.PolicyModel` refuses any other.
+Each feature is *declared* (a kind and its inputs) rather than written as a function:
+the declaration is what gets hashed, and :func:`encode` evaluates all features of one
+kind in a single vectorised operation — fast for the simulator's batches of thousands
+and for the operator's batch of one alike.
+
+The spec's identity is :data:`SPEC_HASH`: a hash of every feature's declaration, the
+action table and the trend window. A model records the hash it was trained with, and
+:class:`~rlscale.policy.model.PolicyModel` refuses any other.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +35,7 @@ TREND_WINDOW_S = 300
 Array = npt.NDArray[np.float64]
 Columns = Mapping[str, Array]
 
-#: Raw input columns, all float arrays of one length; NaN marks an unknown value.
+#: Raw input columns, in matrix-row order; NaN marks an unknown value.
 RAW_COLUMNS: tuple[str, ...] = (
     "timestamp",  # unix seconds, UTC
     "replicas",  # desired replicas currently set on the Deployment
@@ -50,164 +56,106 @@ RAW_COLUMNS: tuple[str, ...] = (
     "cpu_limit_max_m",
     "memory_limit_max_mib",
 )
+_ROW = {name: i for i, name in enumerate(RAW_COLUMNS)}
 
 #: Columns that must be known for a policy to scale down or shrink limits.
 CORE_METRICS: tuple[str, ...] = ("cpu_utilization", "request_rate", "latency_p99_ms")
 
-
-def _ratio(num: Array, den: Array) -> Array:
-    return np.asarray(num / np.maximum(den, 1e-9), dtype=np.float64)
-
-
-def _log_scaled(x: Array, scale: float) -> Array:
-    return np.asarray(np.log1p(np.maximum(x, 0.0)) / np.log1p(scale), dtype=np.float64)
-
-
-def _cyc(period_s: float, fn: Callable[[Array], Array], offset_s: float = 0.0) -> Callable[[Columns], Array]:
-    def feature(c: Columns) -> Array:
-        return fn(2.0 * np.pi * ((c["timestamp"] + offset_s) % period_s) / period_s)
-
-    return feature
-
-
-def _trend(now: str, prev: str) -> Callable[[Columns], Array]:
-    def feature(c: Columns) -> Array:
-        return np.asarray(np.log((np.maximum(c[now], 0) + 1.0) / (np.maximum(c[prev], 0) + 1.0)))
-
-    return feature
-
-
-def _metrics_available(c: Columns) -> Array:
-    known = np.ones_like(c["timestamp"], dtype=bool)
-    for name in CORE_METRICS:
-        known &= ~np.isnan(c[name])
-    return known.astype(np.float64)
-
-
-# 1970-01-01 was a Thursday; shifting by 3 days puts Monday 00:00 at phase 0.
-_WEEK_OFFSET_S = 3 * 86_400.0
+FeatureKind = Literal["ratio", "log_ratio", "sin", "cos", "trend", "available"]
 
 
 @dataclass(frozen=True, slots=True)
 class Feature:
-    """One named feature: how it is computed from raw columns and the range it is clipped to.
+    """One named feature, declared by its kind and inputs, clipped to ``[lo, hi]``.
 
-    ``formula`` is the human-readable definition and is part of the spec hash, so
-    changing a feature's meaning changes the hash even when its name stays.
+    Kinds (``a`` is ``num``, ``b`` is ``den`` or 1):
+
+    * ``ratio`` — ``a / max(b, floor)``
+    * ``log_ratio`` — ``log1p(max(a, 0) / max(b, floor)) / log1p(scale)``
+    * ``sin``/``cos`` — of ``2π·((a + offset) mod scale) / scale`` (``scale`` = period in s)
+    * ``trend`` — ``log((max(a, 0) + 1) / (max(b, 0) + 1))``
+    * ``available`` — 1 when every core metric is known, else 0
+
+    An unknown (NaN) result becomes ``fill``.
     """
 
     name: str
-    formula: str
-    lo: float
-    hi: float
-    fill: float
-    compute: Callable[[Columns], Array]
+    kind: FeatureKind
+    num: str = "timestamp"
+    den: str | None = None
+    floor: float = 1e-9
+    scale: float = 1.0
+    offset: float = 0.0
+    lo: float = 0.0
+    hi: float = 1.0
+    fill: float = 0.0
 
     def describe(self) -> dict[str, object]:
-        return {"name": self.name, "formula": self.formula, "lo": self.lo, "hi": self.hi, "fill": self.fill}
+        return asdict(self)
 
+
+_DAY = 86_400.0
+_WEEK = 7 * _DAY
+# 1970-01-01 was a Thursday; shifting by 3 days puts Monday 00:00 at phase 0.
+_MONDAY = 3 * _DAY
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("cpu_utilization", "cpu_utilization", 0.0, 3.0, 0.0, lambda c: c["cpu_utilization"]),
-    Feature("memory_utilization", "memory_utilization", 0.0, 2.0, 0.0, lambda c: c["memory_utilization"]),
-    Feature(
-        "request_rate", "log1p(request_rate)/log1p(1e4)", 0.0, 2.0, 0.0, lambda c: _log_scaled(c["request_rate"], 1e4)
-    ),
-    Feature(
-        "request_rate_per_replica",
-        "log1p(request_rate/max(ready_replicas,1))/log1p(1e3)",
-        0.0,
-        2.0,
-        0.0,
-        lambda c: _log_scaled(c["request_rate"] / np.maximum(c["ready_replicas"], 1.0), 1e3),
-    ),
-    Feature("latency_p50", "latency_p50_ms/slo_ms", 0.0, 5.0, 0.0, lambda c: _ratio(c["latency_p50_ms"], c["slo_ms"])),
-    Feature("latency_p99", "latency_p99_ms/slo_ms", 0.0, 5.0, 0.0, lambda c: _ratio(c["latency_p99_ms"], c["slo_ms"])),
-    Feature("error_rate", "error_rate", 0.0, 1.0, 0.0, lambda c: c["error_rate"]),
-    Feature(
-        "replicas_fraction", "replicas/max_replicas", 0.0, 1.5, 0.0, lambda c: _ratio(c["replicas"], c["max_replicas"])
-    ),
-    Feature("replicas_log", "log1p(replicas)/log1p(1e3)", 0.0, 1.5, 0.0, lambda c: _log_scaled(c["replicas"], 1e3)),
-    Feature(
-        "ready_fraction",
-        "ready_replicas/max(replicas,1)",
-        0.0,
-        1.0,
-        1.0,
-        lambda c: c["ready_replicas"] / np.maximum(c["replicas"], 1.0),
-    ),
-    Feature(
-        "queue_per_replica",
-        "log1p(queue_per_replica)/log1p(1e3)",
-        0.0,
-        2.0,
-        0.0,
-        lambda c: _log_scaled(c["queue_per_replica"], 1e3),
-    ),
-    Feature(
-        "cpu_limit_fraction",
-        "cpu_limit_m/cpu_limit_max_m",
-        0.0,
-        1.5,
-        0.5,
-        lambda c: _ratio(c["cpu_limit_m"], c["cpu_limit_max_m"]),
-    ),
-    Feature(
-        "memory_limit_fraction",
-        "memory_limit_mib/memory_limit_max_mib",
-        0.0,
-        1.5,
-        0.5,
-        lambda c: _ratio(c["memory_limit_mib"], c["memory_limit_max_mib"]),
-    ),
-    Feature("time_of_day_sin", "sin(2π·(timestamp mod 86400)/86400)", -1.0, 1.0, 0.0, _cyc(86_400.0, np.sin)),
-    Feature("time_of_day_cos", "cos(2π·(timestamp mod 86400)/86400)", -1.0, 1.0, 0.0, _cyc(86_400.0, np.cos)),
-    Feature(
-        "day_of_week_sin",
-        "sin(2π·((timestamp+3d) mod 7d)/7d)",
-        -1.0,
-        1.0,
-        0.0,
-        _cyc(7 * 86_400.0, np.sin, _WEEK_OFFSET_S),
-    ),
-    Feature(
-        "day_of_week_cos",
-        "cos(2π·((timestamp+3d) mod 7d)/7d)",
-        -1.0,
-        1.0,
-        0.0,
-        _cyc(7 * 86_400.0, np.cos, _WEEK_OFFSET_S),
-    ),
-    Feature(
-        "load_trend",
-        "log((request_rate+1)/(request_rate_prev+1))",
-        -2.0,
-        2.0,
-        0.0,
-        _trend("request_rate", "request_rate_prev"),
-    ),
-    Feature(
-        "latency_trend",
-        "log((latency_p99_ms+1)/(latency_p99_prev_ms+1))",
-        -2.0,
-        2.0,
-        0.0,
-        _trend("latency_p99_ms", "latency_p99_prev_ms"),
-    ),
-    Feature("metrics_available", "1 if all of CORE_METRICS are known else 0", 0.0, 1.0, 0.0, _metrics_available),
+    Feature("cpu_utilization", "ratio", "cpu_utilization", hi=3.0),
+    Feature("memory_utilization", "ratio", "memory_utilization", hi=2.0),
+    Feature("request_rate", "log_ratio", "request_rate", scale=1e4, hi=2.0),
+    Feature("request_rate_per_replica", "log_ratio", "request_rate", "ready_replicas", floor=1.0, scale=1e3, hi=2.0),
+    Feature("latency_p50", "ratio", "latency_p50_ms", "slo_ms", hi=5.0),
+    Feature("latency_p99", "ratio", "latency_p99_ms", "slo_ms", hi=5.0),
+    Feature("error_rate", "ratio", "error_rate"),
+    Feature("replicas_fraction", "ratio", "replicas", "max_replicas", hi=1.5),
+    Feature("replicas_log", "log_ratio", "replicas", scale=1e3, hi=1.5),
+    Feature("ready_fraction", "ratio", "ready_replicas", "replicas", floor=1.0, fill=1.0),
+    Feature("queue_per_replica", "log_ratio", "queue_per_replica", scale=1e3, hi=2.0),
+    Feature("cpu_limit_fraction", "ratio", "cpu_limit_m", "cpu_limit_max_m", hi=1.5, fill=0.5),
+    Feature("memory_limit_fraction", "ratio", "memory_limit_mib", "memory_limit_max_mib", hi=1.5, fill=0.5),
+    Feature("time_of_day_sin", "sin", scale=_DAY, lo=-1.0),
+    Feature("time_of_day_cos", "cos", scale=_DAY, lo=-1.0),
+    Feature("day_of_week_sin", "sin", scale=_WEEK, offset=_MONDAY, lo=-1.0),
+    Feature("day_of_week_cos", "cos", scale=_WEEK, offset=_MONDAY, lo=-1.0),
+    Feature("load_trend", "trend", "request_rate", "request_rate_prev", lo=-2.0, hi=2.0),
+    Feature("latency_trend", "trend", "latency_p99_ms", "latency_p99_prev_ms", lo=-2.0, hi=2.0),
+    Feature("metrics_available", "available"),
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 N_FEATURES: int = len(FEATURES)
-_LO = np.array([f.lo for f in FEATURES])
-_HI = np.array([f.hi for f in FEATURES])
-_FILL = np.array([f.fill for f in FEATURES])
+
+
+def _col(values: list[float]) -> Array:
+    return np.array(values, dtype=np.float64)[:, None]
+
+
+def _rows(kind: str) -> npt.NDArray[np.intp]:
+    return np.array([i for i, f in enumerate(FEATURES) if f.kind == kind], dtype=np.intp)
+
+
+_NUM = np.array([_ROW[f.num] for f in FEATURES], dtype=np.intp)
+_DEN = np.array([_ROW[f.den] if f.den else 0 for f in FEATURES], dtype=np.intp)
+_HAS_DEN = _col([f.den is not None for f in FEATURES]).astype(bool)
+_FLOOR = _col([f.floor for f in FEATURES])
+_LO = _col([f.lo for f in FEATURES])
+_HI = _col([f.hi for f in FEATURES])
+_FILL = _col([f.fill for f in FEATURES])
+_RATIO, _LOG, _SIN, _COS, _TREND, _AVAIL = (
+    _rows(k) for k in ("ratio", "log_ratio", "sin", "cos", "trend", "available")
+)
+_LOG_SCALE = np.log1p(_col([FEATURES[i].scale for i in _LOG]))
+_CYC = np.concatenate([_SIN, _COS])
+_PERIOD = _col([FEATURES[i].scale for i in _CYC])
+_OFFSET = _col([FEATURES[i].offset for i in _CYC])
+_CORE = np.array([_ROW[name] for name in CORE_METRICS], dtype=np.intp)
 
 
 def spec_document() -> dict[str, object]:
     """The whole contract as plain data: features, action table, trend window."""
     return {
         "version": SPEC_VERSION,
+        "raw_columns": list(RAW_COLUMNS),
         "trend_window_s": TREND_WINDOW_S,
         "core_metrics": list(CORE_METRICS),
         "features": [f.describe() for f in FEATURES],
@@ -220,6 +168,23 @@ SPEC_HASH: str = hashlib.sha256(
 ).hexdigest()[:16]
 
 
+def encode_matrix(raw: Array) -> npt.NDArray[np.float32]:
+    """Encode a raw matrix of shape ``(len(RAW_COLUMNS), n)`` into observations ``(n, N_FEATURES)``."""
+    num, den = raw[_NUM], np.where(_HAS_DEN, raw[_DEN], 1.0)
+    out = np.empty_like(num)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[_RATIO] = num[_RATIO] / np.maximum(den[_RATIO], _FLOOR[_RATIO])
+        out[_LOG] = np.log1p(np.maximum(num[_LOG], 0.0) / np.maximum(den[_LOG], _FLOOR[_LOG])) / _LOG_SCALE
+        phase = (2.0 * np.pi) * ((num[_CYC] + _OFFSET) % _PERIOD) / _PERIOD
+        n_sin = len(_SIN)
+        out[_SIN] = np.sin(phase[:n_sin])
+        out[_COS] = np.cos(phase[n_sin:])
+        out[_TREND] = np.log((np.maximum(num[_TREND], 0.0) + 1.0) / (np.maximum(den[_TREND], 0.0) + 1.0))
+        out[_AVAIL] = ~np.isnan(raw[_CORE]).any(axis=0)
+    out = np.where(np.isfinite(out), out, _FILL)
+    return np.minimum(np.maximum(out, _LO), _HI).T.astype(np.float32)
+
+
 def encode(columns: Columns) -> npt.NDArray[np.float32]:
     """Encode raw columns (each shape ``(n,)``) into observations of shape ``(n, N_FEATURES)``.
 
@@ -229,7 +194,4 @@ def encode(columns: Columns) -> npt.NDArray[np.float32]:
     missing = [name for name in RAW_COLUMNS if name not in columns]
     if missing:
         raise KeyError(f"observation columns missing: {', '.join(missing)}")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.stack([f.compute(columns) for f in FEATURES], axis=-1)
-    out = np.where(np.isfinite(out), out, _FILL)
-    return np.clip(out, _LO, _HI).astype(np.float32)
+    return encode_matrix(np.stack([np.asarray(columns[name], dtype=np.float64) for name in RAW_COLUMNS]))
