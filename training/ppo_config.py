@@ -1,0 +1,59 @@
+"""PPO hyperparameters: every knob of :mod:`rlscale.training.ppo` in one frozen pydantic model.
+
+Kept apart from the training loop so that a config file can be validated (and its errors
+reported by field name) without importing torch, and so that the exact values are written
+into the exported model's metadata verbatim.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class PpoConfig(BaseModel):
+    """The clipped-objective PPO of CleanRL's ``ppo.py``, with invalid-action masking.
+
+    Defaults were chosen on the training/validation windows only (see docs/training.md).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    total_steps: int = Field(400_000, ge=1, description="Environment steps over all parallel environments.")
+    n_envs: int = Field(16, ge=1, le=4096, description="Parallel simulated workloads per rollout.")
+    n_steps: int = Field(128, ge=1, description="Steps per environment in one rollout.")
+    learning_rate: float = Field(3e-4, gt=0, lt=1)
+    anneal_lr: bool = Field(True, description="Decay the learning rate linearly to 0 over training.")
+    gamma: float = Field(0.98, gt=0, le=1, description="Discount per decision interval.")
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    n_minibatches: int = Field(4, ge=1)
+    update_epochs: int = Field(4, ge=1)
+    norm_adv: bool = Field(True, description="Normalise advantages per minibatch.")
+    clip_coef: float = Field(0.2, gt=0, lt=1)
+    clip_vloss: bool = Field(True, description="Clip the value loss like the policy ratio.")
+    ent_coef: float = Field(0.01, ge=0)
+    vf_coef: float = Field(0.5, ge=0)
+    max_grad_norm: float = Field(0.5, gt=0)
+    target_kl: float | None = Field(None, gt=0, description="Stop an update early past this approximate KL.")
+    hidden: tuple[int, ...] = Field((64, 64), min_length=1, description="Hidden layer widths (actor and critic).")
+    torch_threads: int = Field(
+        1, ge=1, le=64, description="Intra-op threads; the nets are tiny, so one thread beats contention."
+    )
+    checkpoint_every: int = Field(25, ge=0, description="Save a checkpoint every this many updates (0: only at end).")
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> PpoConfig:
+        if self.batch_size % self.n_minibatches:
+            raise ValueError(f"n_minibatches ({self.n_minibatches}) must divide n_envs × n_steps ({self.batch_size})")
+        return self
+
+    @property
+    def batch_size(self) -> int:
+        return self.n_envs * self.n_steps
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.batch_size // self.n_minibatches
+
+    @property
+    def n_updates(self) -> int:
+        return max(1, self.total_steps // self.batch_size)
