@@ -1,0 +1,794 @@
+"""A vectorised simulator of a Kubernetes Deployment under load, for training and evaluation.
+
+:class:`VectorSim` advances ``n_envs`` independent services at once with numpy: one
+decision interval per :meth:`VectorSim.step`, integrated in ``SimConfig.substeps``
+sub-steps. It deliberately owns only the *world* — pods, queues, memory, the metrics
+pipeline — and takes everything a policy sees or is judged by from :mod:`rlscale.policy`:
+
+* observations are built as raw columns and encoded by :func:`rlscale.policy.spec.encode`;
+* an action index becomes a target only through the safety mask's clamped outcome
+  (:func:`rlscale.policy.mask.action_mask` / :func:`rlscale.policy.mask.evaluate`);
+* the reward is :func:`rlscale.policy.reward.reward` of the interval's true outcome.
+
+So a policy trained here meets in the cluster exactly the encoding, limits and objective
+it was trained with. :func:`run_episode` plays any decision callback — the learned policy,
+the HPA, a static count, all through :func:`rlscale.policy.decide.decide` — through the
+same world, which is what makes the evaluation's comparison fair.
+
+Randomness comes from two generators: one for exogenous noise (arrivals, metric noise,
+scrape gaps, episode windows) whose draws never depend on the policy, one for what the
+policy causes (which pods get OOM-killed). Two policies run with the same seed therefore
+face the same load and the same measurement noise (common random numbers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from rlscale.policy.actions import CPU_STEPS, MEMORY_STEPS, N_ACTIONS, propose_replicas
+from rlscale.policy.decide import Observation
+from rlscale.policy.mask import MaskResult, ScalingState, action_mask, evaluate
+from rlscale.policy.reward import reward, slo_violated
+from rlscale.policy.spec import CORE_METRICS, N_FEATURES, RAW_COLUMNS, TREND_WINDOW_S, encode
+from rlscale.training.sim_config import SimConfig
+from rlscale.training.workloads import TRACE_STEP_S, Trace
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+LoadLike = Trace | npt.ArrayLike
+
+# Metrics the Prometheus pipeline reports, in the history ring's order.
+_M_RATE, _M_CPU, _M_MEM, _M_P50, _M_P99, _M_ERR, _M_QUEUE = range(7)
+_N_METRICS = 7
+_LN2 = math.log(2.0)
+_LN100 = math.log(100.0)
+_OOM_LOGIT = 1.702  # logistic approximation of the normal CDF
+
+
+@dataclass(frozen=True, slots=True)
+class _Series:
+    """The load series, flattened into one array so each env indexes it without Python loops."""
+
+    flat: FloatArray  # every series' values, concatenated
+    offset: IntArray  # (S,) first row of each series in flat
+    length: IntArray  # (S,) rows
+    start_s: FloatArray  # (S,) unix time of each series' row 0
+    scale: FloatArray  # (S,) requests/s per unit of value
+    names: tuple[str, ...]
+
+
+def _as_series(config: SimConfig, loads: LoadLike | Sequence[LoadLike]) -> _Series:
+    single = isinstance(loads, Trace) or (isinstance(loads, np.ndarray) and loads.ndim == 1)
+    items: list[Any] = [loads] if single else list(loads)  # type: ignore[arg-type]
+    if not items:
+        raise ValueError("loads: give at least one load series")
+    values, starts, names = [], [], []
+    for i, item in enumerate(items):
+        if isinstance(item, Trace):
+            v, start, name = item.values, item.start_s, f"{item.name}[{item.window}]"
+        else:
+            v = np.asarray(item, dtype=np.float64)
+            start, name = 0.0, f"loads[{i}]"
+        if v.ndim != 1 or v.size < 1:
+            raise ValueError(f"loads[{i}] ({name}): must be a non-empty 1-D series, got shape {v.shape}")
+        if not np.all(np.isfinite(v)) or np.any(v < 0):
+            raise ValueError(f"loads[{i}] ({name}): values must be finite and >= 0")
+        values.append(v)
+        starts.append(start)
+        names.append(name)
+    per_replica = config.pod_capacity_rps(config.initial_cpu_limit_m) * config.load_target_utilization
+    scales = []
+    for v, name in zip(values, names, strict=True):
+        ref = float(np.percentile(v, 95)) or float(v.max())
+        if ref <= 0:
+            raise ValueError(f"{name}: the series is all zeros, so there is no load to scale onto the service")
+        scales.append(config.target_replicas_p95 * per_replica / ref)
+    lengths = np.array([v.size for v in values], dtype=np.int64)
+    return _Series(
+        flat=np.concatenate(values),
+        offset=np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
+        length=lengths,
+        start_s=np.array(starts, dtype=np.float64),
+        scale=np.array(scales, dtype=np.float64),
+        names=tuple(names),
+    )
+
+
+class VectorSim:
+    """``n_envs`` simulated Deployments stepped together; see the module docstring.
+
+    ``loads`` is one series or a list of them (:class:`~rlscale.training.workloads.Trace`
+    objects keep their clock; plain arrays start at unix time 0). Each episode plays a
+    random window of ``episode_steps`` decisions of a random series (uniform over series);
+    a series shorter than that is played whole, so its episodes are shorter.
+    ``fixed_start=True`` starts every episode at row 0 (evaluation).
+
+    With ``autoreset`` (the default, as gymnasium vector envs in same-step mode), an env
+    whose episode ended is reset inside :meth:`step`: the returned observation is the new
+    episode's first, and ``info["final_obs"]`` holds the last one of the old episode; the
+    other ``info`` entries describe the step that ended it.
+    """
+
+    def __init__(
+        self,
+        config: SimConfig,
+        loads: LoadLike | Sequence[LoadLike],
+        n_envs: int = 1,
+        seed: int | None = None,
+        *,
+        autoreset: bool = True,
+        fixed_start: bool = False,
+        episode_steps: int | None = None,
+    ) -> None:
+        if n_envs < 1:
+            raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+        self.config = config
+        self.n_envs = n_envs
+        self.autoreset = autoreset
+        self.fixed_start = fixed_start
+        self.episode_steps = episode_steps if episode_steps is not None else config.episode_steps
+        if self.episode_steps < 1:
+            raise ValueError(f"episode_steps must be >= 1, got {self.episode_steps}")
+        self._series = _as_series(config, loads)
+        lim = config.limits
+        n = n_envs
+        self._delay = config.startup_substeps
+        self._ring = self._delay + 1
+        self._trend_steps = max(1, math.ceil(TREND_WINDOW_S / config.step_s - 1e-9))
+        self._hist_len = config.scrape_delay_steps + self._trend_steps + 1
+        self._max_cpu_m = float(lim.max_replicas * lim.cpu_limit_max_m)
+        self._proposals = propose_replicas(np.arange(lim.max_replicas + 1, dtype=np.int64))
+
+        # Per-env episode bookkeeping.
+        self._series_idx = np.zeros(n, dtype=np.int64)
+        self._row0 = np.zeros(n, dtype=np.int64)  # flat index of the episode's first row
+        self._row_end = np.zeros(n, dtype=np.int64)  # flat index one past the series' last row
+        self._ep_len = np.zeros(n, dtype=np.int64)
+        self._t = np.zeros(n, dtype=np.int64)  # decisions taken this episode
+        self._start_s = np.zeros(n, dtype=np.float64)
+        self._scale = np.zeros(n, dtype=np.float64)
+        self._ep_return = np.zeros(n, dtype=np.float64)
+        # The Deployment.
+        self.replicas = np.zeros(n, dtype=np.int64)
+        self.cpu_limit_m = np.zeros(n, dtype=np.int64)
+        self.memory_limit_mib = np.zeros(n, dtype=np.int64)
+        self._ready = np.zeros(n, dtype=np.float64)
+        self._pending = np.zeros((self._ring, n), dtype=np.float64)  # pods becoming ready, by sub-step slot
+        self._backlog = np.zeros(n, dtype=np.float64)
+        self._inflight = np.zeros(n, dtype=np.float64)
+        self._serving = np.zeros(n, dtype=np.float64)
+        self._rollout_left_s = np.zeros(n, dtype=np.float64)
+        self._last_up = np.full(n, np.nan)
+        self._last_down = np.full(n, np.nan)
+        self._last_limit = np.full(n, np.nan)
+        # Capacity per pod, derived from the CPU limit.
+        self._mu_pod = np.zeros(n)
+        self._s_ms = np.zeros(n)
+        self._c_serv = np.zeros(n)
+        self._expo = np.zeros(n)
+        # Truth of past intervals (the metrics pipeline reads it with a delay).
+        self._hist = np.zeros((self._hist_len, _N_METRICS, n), dtype=np.float64)
+        self._g_step = 0
+        self._g_sub = 0
+        # Observation columns of the current state (constant ones filled once).
+        self._cols: dict[str, FloatArray] = {name: np.full(n, np.nan) for name in RAW_COLUMNS}
+        self._cols["slo_ms"][:] = config.objective.latency_slo_ms
+        self._cols["max_replicas"][:] = lim.max_replicas
+        self._cols["cpu_limit_max_m"][:] = lim.cpu_limit_max_m
+        self._cols["memory_limit_max_mib"][:] = lim.memory_limit_max_mib
+        self._obs = np.zeros((n, N_FEATURES), dtype=np.float32)
+        self._mask: MaskResult | None = None
+        self._seed(seed)
+        self._needs_reset = True
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def series_names(self) -> tuple[str, ...]:
+        return self._series.names
+
+    @property
+    def now(self) -> FloatArray:
+        """Unix time of the current decision, per env."""
+        return self._start_s + self._t * self.config.step_s
+
+    def reset(self, seed: int | None = None) -> npt.NDArray[np.float32]:
+        """Start a new episode in every env; returns observations ``(n_envs, N_FEATURES)``."""
+        if seed is not None:
+            self._seed(seed)
+        self._reset_envs(np.arange(self.n_envs))
+        self._needs_reset = False
+        self._observe()
+        return self._obs.copy()
+
+    def columns(self) -> dict[str, FloatArray]:
+        """The raw columns (:data:`rlscale.policy.spec.RAW_COLUMNS`) of the current observation."""
+        return {k: v.copy() for k, v in self._cols.items()}
+
+    def scaling_state(self) -> ScalingState:
+        """The mask's view of the current state: observed metrics, exact spec, cooldown clocks."""
+        c = self._cols
+        metrics_ok = np.ones(self.n_envs, dtype=bool)
+        for name in CORE_METRICS:
+            metrics_ok &= ~np.isnan(c[name])
+        return ScalingState(
+            replicas=self.replicas.copy(),
+            cpu_limit_m=self.cpu_limit_m.copy(),
+            memory_limit_mib=self.memory_limit_mib.copy(),
+            metrics_ok=metrics_ok,
+            memory_utilization=c["memory_utilization"].copy(),
+            now=self.now,
+            last_scale_up_at=self._last_up.copy(),
+            last_scale_down_at=self._last_down.copy(),
+            last_limit_change_at=self._last_limit.copy(),
+        )
+
+    def mask_result(self) -> MaskResult:
+        """The safety mask over every action for the current state (computed once per state)."""
+        self._check_ready()
+        if self._mask is None:
+            self._mask = action_mask(self.config.limits, self.scaling_state())
+        return self._mask
+
+    def action_masks(self) -> BoolArray:
+        """Which actions the safety mask allows now, ``(n_envs, N_ACTIONS)``; column 0 (no-op) is always True."""
+        return self.mask_result().allowed
+
+    def step(
+        self, actions: npt.ArrayLike
+    ) -> tuple[npt.NDArray[np.float32], FloatArray, BoolArray, BoolArray, dict[str, Any]]:
+        """Apply one action index per env, simulate one interval; gymnasium vector-env returns.
+
+        A forbidden action is applied as the mask applies it: as the current value (a
+        no-op), and ``info["action_allowed"]`` is False for it.
+        """
+        self._check_ready()
+        a = np.asarray(actions)
+        if a.shape != (self.n_envs,) or not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"actions: expected integers of shape ({self.n_envs},), got {a.dtype} {a.shape}")
+        if a.size and (a.min() < 0 or a.max() >= N_ACTIONS):
+            raise ValueError(f"actions: indices must be in [0, {N_ACTIONS}), got min {a.min()} max {a.max()}")
+        a = a.astype(np.int64)
+        if self._mask is not None:
+            m = self._mask
+            rows = np.arange(self.n_envs)
+            allowed = m.allowed[rows, a]
+            targets = (m.replicas[rows, a], m.cpu_limit_m[rows, a], m.memory_limit_mib[rows, a])
+        else:
+            allowed, targets = self._outcome_of(a)
+        obs, rew, term, trunc, info = self._advance(*targets)
+        info["action"] = a
+        info["action_allowed"] = allowed
+        return obs, rew, term, trunc, info
+
+    def step_targets(
+        self, replicas: npt.ArrayLike, cpu_limit_m: npt.ArrayLike, memory_limit_mib: npt.ArrayLike
+    ) -> tuple[npt.NDArray[np.float32], FloatArray, BoolArray, BoolArray, dict[str, Any]]:
+        """Set replicas and limits directly (a decision that was already masked and enforced elsewhere)."""
+        self._check_ready()
+        r = np.broadcast_to(np.asarray(replicas), (self.n_envs,)).astype(np.int64)
+        c = np.broadcast_to(np.asarray(cpu_limit_m), (self.n_envs,)).astype(np.int64)
+        m = np.broadcast_to(np.asarray(memory_limit_mib), (self.n_envs,)).astype(np.int64)
+        for name, arr, lo in (("replicas", r, 0), ("cpu_limit_m", c, 1), ("memory_limit_mib", m, 1)):
+            if arr.min() < lo:
+                raise ValueError(f"{name}: must be >= {lo}, got {int(arr.min())}")
+        obs, rew, term, trunc, info = self._advance(r, c, m)
+        info["action"] = np.full(self.n_envs, -1, dtype=np.int64)
+        info["action_allowed"] = np.ones(self.n_envs, dtype=bool)
+        return obs, rew, term, trunc, info
+
+    def observation(self, i: int = 0) -> Observation:
+        """The current observation of env ``i`` as the decision function takes it (``None`` = unknown)."""
+        c = self._cols
+
+        def opt(name: str) -> float | None:
+            v = float(c[name][i])
+            return None if math.isnan(v) else v
+
+        return Observation(
+            timestamp=float(c["timestamp"][i]),
+            replicas=int(self.replicas[i]),
+            ready_replicas=int(c["ready_replicas"][i]),
+            cpu_limit_m=int(self.cpu_limit_m[i]),
+            memory_limit_mib=int(self.memory_limit_mib[i]),
+            cpu_utilization=opt("cpu_utilization"),
+            memory_utilization=opt("memory_utilization"),
+            request_rate=opt("request_rate"),
+            request_rate_prev=opt("request_rate_prev"),
+            latency_p50_ms=opt("latency_p50_ms"),
+            latency_p99_ms=opt("latency_p99_ms"),
+            latency_p99_prev_ms=opt("latency_p99_prev_ms"),
+            error_rate=opt("error_rate"),
+            queue_per_replica=opt("queue_per_replica"),
+        )
+
+    # ------------------------------------------------------------------ internals
+    def _seed(self, seed: int | None) -> None:
+        ss = np.random.SeedSequence(seed)
+        exo, endo = ss.spawn(2)
+        self._rng = np.random.default_rng(exo)
+        self._rng_endo = np.random.default_rng(endo)
+
+    def _check_ready(self) -> None:
+        if self._needs_reset:
+            raise RuntimeError("call reset() before stepping the simulator")
+
+    def _outcome_of(self, a: IntArray) -> tuple[BoolArray, tuple[IntArray, IntArray, IntArray]]:
+        """The mask's clamped outcome of one chosen action per env, without evaluating all of them."""
+        lim = self.config.limits
+        r = self.replicas
+        if r.max(initial=0) < self._proposals.shape[0] and r.min(initial=0) >= 0:
+            pr = self._proposals[r, a]
+        else:
+            pr = propose_replicas(r)[np.arange(self.n_envs), a]
+        pc = self.cpu_limit_m + CPU_STEPS[a] * lim.cpu_limit_step_m
+        pm = self.memory_limit_mib + MEMORY_STEPS[a] * lim.memory_limit_step_mib
+        res = evaluate(lim, self.scaling_state(), pr[:, None], pc[:, None], pm[:, None])
+        return res.allowed[:, 0], (res.replicas[:, 0], res.cpu_limit_m[:, 0], res.memory_limit_mib[:, 0])
+
+    def _capacity(self, idx: IntArray | slice) -> None:
+        """Per-pod service parameters from the CPU limit: usable cores k → M/M/c servers and rate."""
+        cfg = self.config
+        free = np.maximum(self.cpu_limit_m[idx] - cfg.pod_base_cpu_m, 0.0) / 1000.0
+        h = cfg.saturation_sharpness
+        k = np.maximum(free / (1.0 + (free / cfg.cpu_saturation_cores) ** h) ** (1.0 / h), 1e-6)
+        # A request uses at most one core: below one core it runs slower; above, pods serve in parallel.
+        self._s_ms[idx] = cfg.cpu_per_request_ms / np.minimum(k, 1.0)
+        self._c_serv[idx] = np.maximum(k, 1.0)
+        self._mu_pod[idx] = k * 1000.0 / cfg.cpu_per_request_ms
+        self._expo[idx] = np.sqrt(2.0 * (self._c_serv[idx] + 1.0)) - 1.0
+
+    def _service(
+        self, idx: IntArray | slice, lam: FloatArray, serving: FloatArray, backlog: FloatArray, dt: float
+    ) -> tuple[FloatArray, ...]:
+        """One sub-step of the queueing model for envs ``idx``.
+
+        Fluid backlog for overload, Sakasegawa's M/M/c approximation (waiting probability
+        ρ^(√(2(c+1))−1), exponential waits with rate c(1−ρ)/s) for the stochastic delay
+        below it. Returns served, new backlog, dropped, p50, p99 (ms), CPU utilisation,
+        memory working set per pod (MiB), in-flight per serving pod.
+        """
+        cfg = self.config
+        mu_pod, s_ms, c_serv, expo = self._mu_pod[idx], self._s_ms[idx], self._c_serv[idx], self._expo[idx]
+        has = serving > 0
+        safe = np.maximum(serving, 1.0)
+        mu = serving * mu_pod
+        total = backlog + lam * dt
+        served = np.minimum(total, mu * dt)
+        b1 = total - served
+        qmax = np.minimum(cfg.queue_capacity_per_replica * serving, cfg.request_timeout_s * mu)
+        drop = np.maximum(b1 - qmax, 0.0)
+        b1 = b1 - drop
+        rho = np.minimum(lam / np.maximum(mu, 1e-12), cfg.rho_cap)
+        pw = rho**expo
+        theta = s_ms / (c_serv * (1.0 - rho))
+        w50 = theta * np.log(np.maximum(pw * 2.0, 1.0))
+        w99 = theta * np.log(np.maximum(pw * 100.0, 1.0))
+        inv_mu = 1000.0 / np.maximum(mu, 1e-12)
+        timeout_ms = cfg.request_timeout_s * 1000.0
+        p50 = np.where(has, cfg.base_latency_ms + s_ms * _LN2 + w50 + 0.5 * (backlog + b1) * inv_mu, timeout_ms)
+        p99 = np.where(has, cfg.base_latency_ms + s_ms * _LN100 + w99 + np.maximum(backlog, b1) * inv_mu, timeout_ms)
+        p50 = np.minimum(p50, timeout_ms)
+        p99 = np.minimum(p99, timeout_ms)
+        rate_pod = served / dt / safe
+        cpu_util = (cfg.pod_base_cpu_m + rate_pod * cfg.cpu_per_request_ms) / self.cpu_limit_m[idx]
+        mean_resp_s = (cfg.base_latency_ms + s_ms * (1.0 + pw / (c_serv * (1.0 - rho)))) / 1000.0
+        inflight = rate_pod * mean_resp_s + b1 / safe
+        ws = cfg.memory_base_mib + cfg.memory_per_inflight_mib * inflight
+        return served, b1, drop, p50, p99, np.minimum(cpu_util, 1.0), ws, inflight
+
+    def _load_rate(self, idx: IntArray | slice, elapsed_s: FloatArray | float) -> FloatArray:
+        rows = self._row0[idx] + (np.asarray(elapsed_s) // TRACE_STEP_S).astype(np.int64)
+        rows = np.minimum(rows, self._row_end[idx] - 1)
+        return self._series.flat[rows] * self._scale[idx]
+
+    def _reset_envs(self, idx: IntArray) -> None:
+        cfg, lim, s = self.config, self.config.limits, self._series
+        k = idx.size
+        rng = self._rng
+        ser = rng.integers(0, s.length.size, size=k)
+        length = s.length[ser]
+        rows_needed = math.ceil(self.episode_steps * cfg.step_s / TRACE_STEP_S - 1e-9)
+        slack = np.maximum(length - rows_needed, 0)
+        start = np.zeros(k, dtype=np.int64) if self.fixed_start else rng.integers(0, slack + 1)
+        self._series_idx[idx] = ser
+        self._row0[idx] = s.offset[ser] + start
+        self._row_end[idx] = s.offset[ser] + length
+        avail_steps = np.floor((length - start) * TRACE_STEP_S / cfg.step_s + 1e-9).astype(np.int64)
+        self._ep_len[idx] = np.maximum(np.minimum(self.episode_steps, avail_steps), 1)
+        self._t[idx] = 0
+        self._start_s[idx] = s.start_s[ser] + start * TRACE_STEP_S
+        lo, hi = cfg.load_scale_range
+        self._scale[idx] = s.scale[ser] * (rng.uniform(lo, hi, size=k) if hi > lo else lo)
+        self._ep_return[idx] = 0.0
+
+        self.cpu_limit_m[idx] = cfg.initial_cpu_limit_m
+        self.memory_limit_mib[idx] = cfg.initial_memory_limit_mib
+        self._capacity(idx)
+        first_rate = self._load_rate(idx, 0.0)
+        if cfg.initial_replicas is None:
+            want = np.ceil(first_rate / (self._mu_pod[idx] * cfg.load_target_utilization))
+            r0 = np.clip(want, max(lim.min_replicas, 1), lim.max_replicas).astype(np.int64)
+        else:
+            r0 = np.full(k, cfg.initial_replicas, dtype=np.int64)
+        self.replicas[idx] = r0
+        self._ready[idx] = r0
+        self._serving[idx] = r0
+        self._pending[:, idx] = 0.0
+        self._backlog[idx] = 0.0
+        self._inflight[idx] = 0.0
+        self._rollout_left_s[idx] = 0.0
+        self._last_up[idx] = np.nan
+        self._last_down[idx] = np.nan
+        self._last_limit[idx] = np.nan
+
+        # Warm history: what the metrics pipeline would have recorded in the minutes before
+        # the window (steady state of the initial Deployment under the preceding load).
+        for j in range(1, self._hist_len + 1):
+            back_rows = np.maximum(self._row0[idx] - j * cfg.step_s / TRACE_STEP_S, s.offset[ser]).astype(np.int64)
+            lam = s.flat[back_rows] * self._scale[idx]
+            ready = r0.astype(np.float64)
+            _, _, drop, p50, p99, cpu_u, ws, infl = self._service(idx, lam, ready, np.zeros(k), cfg.step_s)
+            offered = lam * cfg.step_s
+            row = self._hist[(self._g_step - j) % self._hist_len]
+            row[_M_RATE, idx] = lam
+            row[_M_CPU, idx] = np.where(ready > 0, cpu_u, np.nan)
+            row[_M_MEM, idx] = ws / self.memory_limit_mib[idx]
+            row[_M_P50, idx] = p50
+            row[_M_P99, idx] = p99
+            row[_M_ERR, idx] = np.where(offered > 0, drop / np.maximum(offered, 1e-12), 0.0)
+            row[_M_QUEUE, idx] = infl
+        self._mask = None
+
+    def _apply_targets(self, r_new: IntArray, c_new: IntArray, m_new: IntArray) -> tuple[BoolArray, BoolArray]:
+        """Change the Deployment: pods created/deleted, limits rolled. Returns (replicas, limits) changed."""
+        cfg = self.config
+        now = self.now
+        dr = r_new - self.replicas
+        lim_changed = (c_new != self.cpu_limit_m) | (m_new != self.memory_limit_mib)
+        up, down = dr > 0, dr < 0
+        self._last_up[up] = now[up]
+        self._last_down[down] = now[down]
+        self._last_limit[lim_changed] = now[lim_changed]
+        if up.any():
+            self._pending[(self._g_sub + self._delay) % self._ring] += np.maximum(dr, 0)
+        if down.any():
+            # Kubernetes deletes not-yet-ready pods first (the newest of them first), then ready ones.
+            rem = np.maximum(-dr, 0).astype(np.float64)
+            for j in range(self._delay, -1, -1):
+                slot = self._pending[(self._g_sub + j) % self._ring]
+                take = np.minimum(slot, rem)
+                slot -= take
+                rem -= take
+            self._ready -= rem
+        self.replicas = r_new.astype(np.int64, copy=True)
+        if lim_changed.any():
+            self.cpu_limit_m = c_new.astype(np.int64, copy=True)
+            self.memory_limit_mib = m_new.astype(np.int64, copy=True)
+            self._capacity(lim_changed)
+            # A rolling update: maxUnavailable pods at a time, each down for the start-up delay.
+            per_wave = np.maximum(np.ceil(cfg.restart_max_unavailable * r_new), 1.0)
+            waves = np.ceil(r_new / per_wave)
+            self._rollout_left_s = np.where(lim_changed, waves * cfg.startup_delay_s, self._rollout_left_s)
+        return dr != 0, lim_changed
+
+    def _advance(
+        self, r_new: IntArray, c_new: IntArray, m_new: IntArray
+    ) -> tuple[npt.NDArray[np.float32], FloatArray, BoolArray, BoolArray, dict[str, Any]]:
+        cfg = self.config
+        n = self.n_envs
+        dt = cfg.dt_s
+        old_replicas = self.replicas
+        replicas_changed, limits_changed = self._apply_targets(r_new, c_new, m_new)
+        decision_now = self.now
+
+        offered = np.zeros(n)
+        served_sum = np.zeros(n)
+        dropped = np.zeros(n)
+        p50_w = np.zeros(n)
+        p50_plain = np.zeros(n)
+        p99_max = np.zeros(n)
+        cpu_sum = np.zeros(n)
+        mem_sum = np.zeros(n)
+        valid = np.zeros(n)
+        oom_kills = np.zeros(n)
+        elapsed0 = (self._t * cfg.step_s).astype(np.float64)
+        all_envs = slice(None)
+        for sub in range(cfg.substeps):
+            slot = self._g_sub % self._ring
+            self._ready += self._pending[slot]
+            self._pending[slot] = 0.0
+            in_rollout = self._rollout_left_s > 0
+            unavailable = np.where(
+                in_rollout, np.minimum(np.ceil(cfg.restart_max_unavailable * self._ready), self._ready), 0.0
+            )
+            serving = self._ready - unavailable
+            lam = self._load_rate(all_envs, elapsed0 + sub * dt)
+            if cfg.arrival_noise > 0:
+                sig = cfg.arrival_noise
+                lam = lam * np.exp(sig * self._rng.standard_normal(n) - 0.5 * sig * sig)
+            served, b1, drop, p50, p99, cpu_u, ws, infl = self._service(all_envs, lam, serving, self._backlog, dt)
+
+            # OOM kills: pods whose working set (spread across pods) exceeds the memory limit.
+            z = (ws - self.memory_limit_mib) / (cfg.memory_spread * np.maximum(ws, 1e-9))
+            p_over = 1.0 / (1.0 + np.exp(-_OOM_LOGIT * z))
+            at_risk = np.flatnonzero((p_over > 1e-4) & (serving > 0))
+            if at_risk.size:
+                kills = np.zeros(n)
+                kills[at_risk] = self._rng_endo.binomial(serving[at_risk].astype(np.int64), p_over[at_risk])
+                share = kills / np.maximum(serving, 1.0)
+                lost_backlog = b1 * share
+                lost_inflight = np.minimum(np.maximum(infl - b1 / np.maximum(serving, 1.0), 0.0) * kills, served)
+                b1 = b1 - lost_backlog
+                served = served - lost_inflight
+                drop = drop + lost_backlog + lost_inflight
+                self._ready -= kills
+                serving = serving - kills
+                self._pending[(self._g_sub + self._delay) % self._ring] += kills
+                oom_kills += kills
+
+            self._backlog = b1
+            self._inflight = infl * serving
+            self._serving = serving
+            offered += lam * dt
+            served_sum += served
+            dropped += drop
+            p50_w += p50 * served
+            p50_plain += p50
+            np.maximum(p99_max, p99, out=p99_max)
+            has = serving > 0
+            cpu_sum += np.where(has, cpu_u, 0.0)
+            mem_sum += np.where(has, ws / self.memory_limit_mib, 0.0)
+            valid += has
+            self._rollout_left_s = np.maximum(self._rollout_left_s - dt, 0.0)
+            self._g_sub += 1
+
+        # The interval's truth, as Prometheus would aggregate it.
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p50 = np.where(served_sum > 0, p50_w / np.maximum(served_sum, 1e-12), p50_plain / cfg.substeps)
+            error_rate = np.where(offered > 0, dropped / np.maximum(offered, 1e-12), 0.0)
+            cpu_util = np.where(valid > 0, cpu_sum / np.maximum(valid, 1), np.nan)
+            mem_util = np.where(valid > 0, mem_sum / np.maximum(valid, 1), np.nan)
+        queue = (self._backlog + self._inflight) / np.maximum(self._serving, 1.0)
+        row = self._hist[self._g_step % self._hist_len]
+        row[_M_RATE] = offered / cfg.step_s
+        row[_M_CPU] = cpu_util
+        row[_M_MEM] = mem_util
+        row[_M_P50] = p50
+        row[_M_P99] = p99_max
+        row[_M_ERR] = error_rate
+        row[_M_QUEUE] = queue
+
+        rew = reward(
+            cfg.objective,
+            latency_p99_ms=p99_max,
+            error_rate=error_rate,
+            allocated_cpu_m=(self.replicas * self.cpu_limit_m).astype(np.float64),
+            max_cpu_m=self._max_cpu_m,
+            replicas_changed=replicas_changed,
+            limits_changed=limits_changed,
+        )
+        violated = slo_violated(cfg.objective, p99_max, error_rate)
+        self._g_step += 1
+        self._t += 1
+        self._ep_return += rew
+        truncated = self._t >= self._ep_len
+        terminated = np.zeros(n, dtype=bool)
+
+        info: dict[str, Any] = {
+            "timestamp": decision_now,
+            "load_row": self._row0 + (elapsed0 // TRACE_STEP_S).astype(np.int64),
+            "offered": offered,
+            "served": served_sum,
+            "dropped": dropped,
+            "request_rate": offered / cfg.step_s,
+            "latency_p50_ms": p50,
+            "latency_p99_ms": p99_max,
+            "error_rate": error_rate,
+            "cpu_utilization": cpu_util,
+            "memory_utilization": mem_util,
+            "queue_per_replica": queue,
+            "replicas": self.replicas.copy(),
+            "ready_replicas": self._serving.copy(),
+            "cpu_limit_m": self.cpu_limit_m.copy(),
+            "memory_limit_mib": self.memory_limit_mib.copy(),
+            "cpu_allocated_m": (self.replicas * self.cpu_limit_m).astype(np.float64),
+            "memory_allocated_mib": (self.replicas * self.memory_limit_mib).astype(np.float64),
+            "cpu_used_m": np.nan_to_num(cpu_util) * self.cpu_limit_m * self._serving,
+            "slo_violated": violated,
+            "oom_kills": oom_kills,
+            "replicas_changed": replicas_changed,
+            "limits_changed": limits_changed,
+            "scaled_up": r_new > old_replicas,
+            "scaled_down": r_new < old_replicas,
+            "reward": rew,
+        }
+        self._mask = None
+        self._observe()
+        if self.autoreset and truncated.any():
+            done = np.flatnonzero(truncated)
+            info["final_obs"] = self._obs.copy()
+            info["episode_return"] = np.where(truncated, self._ep_return, np.nan)
+            info["episode_length"] = np.where(truncated, self._t, 0)
+            self._reset_envs(done)
+            self._observe(done)
+        return self._obs.copy(), rew, terminated, truncated, info
+
+    def _observe(self, idx: IntArray | None = None) -> None:
+        """Fill the observation columns from the metrics pipeline (delayed, noisy, maybe missing) and encode."""
+        cfg = self.config
+        sel: IntArray | slice = slice(None) if idx is None else idx
+        k = self.n_envs if idx is None else idx.size
+        c = self._cols
+        c["timestamp"][sel] = self.now[sel]
+        c["replicas"][sel] = self.replicas[sel]
+        c["ready_replicas"][sel] = self._serving[sel]
+        c["cpu_limit_m"][sel] = self.cpu_limit_m[sel]
+        c["memory_limit_mib"][sel] = self.memory_limit_mib[sel]
+        cur = self._hist[(self._g_step - 1 - cfg.scrape_delay_steps) % self._hist_len]
+        prev = self._hist[(self._g_step - 1 - cfg.scrape_delay_steps - self._trend_steps) % self._hist_len]
+        sig = cfg.metric_noise
+        noise = np.exp(sig * self._rng.standard_normal((9, k)) - 0.5 * sig * sig) if sig > 0 else np.ones((9, k))
+        missing = self._rng.random(k) < cfg.metrics_missing_prob if cfg.metrics_missing_prob > 0 else np.zeros(k, bool)
+        gap = np.where(missing, np.nan, 1.0)
+        c["request_rate"][sel] = cur[_M_RATE, sel] * noise[0] * gap
+        c["cpu_utilization"][sel] = cur[_M_CPU, sel] * noise[1] * gap
+        c["memory_utilization"][sel] = cur[_M_MEM, sel] * noise[2] * gap
+        c["latency_p50_ms"][sel] = cur[_M_P50, sel] * noise[3] * gap
+        c["latency_p99_ms"][sel] = cur[_M_P99, sel] * noise[4] * gap
+        c["error_rate"][sel] = np.minimum(cur[_M_ERR, sel] * noise[5], 1.0) * gap
+        c["queue_per_replica"][sel] = cur[_M_QUEUE, sel] * noise[6] * gap
+        c["request_rate_prev"][sel] = prev[_M_RATE, sel] * noise[7] * gap
+        c["latency_p99_prev_ms"][sel] = prev[_M_P99, sel] * noise[8] * gap
+        if idx is None:
+            self._obs[:] = encode(c)
+        else:
+            self._obs[idx] = encode({name: col[idx] for name, col in c.items()})
+        self._mask = None
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+class DecisionLike(Protocol):
+    """What a decision callback returns: :class:`rlscale.policy.decide.Decision` fits."""
+
+    @property
+    def replicas(self) -> int: ...
+    @property
+    def cpu_limit_m(self) -> int: ...
+    @property
+    def memory_limit_mib(self) -> int: ...
+
+
+DecideFn = Callable[[Observation], DecisionLike]
+
+#: Per-step metrics an :class:`EpisodeLog` keeps (all from the simulator's truth, not the noisy view).
+LOG_KEYS: tuple[str, ...] = (
+    "timestamp",
+    "offered",
+    "served",
+    "dropped",
+    "request_rate",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "error_rate",
+    "cpu_utilization",
+    "memory_utilization",
+    "queue_per_replica",
+    "replicas",
+    "ready_replicas",
+    "cpu_limit_m",
+    "memory_limit_mib",
+    "cpu_allocated_m",
+    "memory_allocated_mib",
+    "cpu_used_m",
+    "slo_violated",
+    "oom_kills",
+    "replicas_changed",
+    "limits_changed",
+    "reward",
+)
+
+
+@dataclass
+class EpisodeLog:
+    """One episode of one policy: per-step arrays of :data:`LOG_KEYS`, and what the policy returned."""
+
+    seed: int | None
+    load_name: str
+    step_s: float
+    steps: dict[str, np.ndarray]
+    decisions: list[Any] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.steps["reward"].size)
+
+    def summary(self) -> dict[str, float]:
+        """Headline numbers: served share, SLO-violation share, cost, churn, reward."""
+        s = self.steps
+        offered = float(s["offered"].sum())
+        hours = len(self) * self.step_s / 3600.0
+        return {
+            "steps": float(len(self)),
+            "total_reward": float(s["reward"].sum()),
+            "mean_reward": float(s["reward"].mean()),
+            "served_fraction": float(s["served"].sum() / offered) if offered > 0 else 1.0,
+            "dropped_fraction": float(s["dropped"].sum() / offered) if offered > 0 else 0.0,
+            "slo_violation_fraction": float(s["slo_violated"].mean()),
+            "latency_p99_ms_mean": float(s["latency_p99_ms"].mean()),
+            "latency_p99_ms_p95": float(np.percentile(s["latency_p99_ms"], 95)),
+            "mean_replicas": float(s["replicas"].mean()),
+            "cpu_core_hours": float(s["cpu_allocated_m"].sum() * self.step_s / 3600.0 / 1000.0),
+            "mean_cpu_allocated_cores": float(s["cpu_allocated_m"].mean() / 1000.0),
+            "hours": hours,
+            "replica_changes": float(s["replicas_changed"].sum()),
+            "limit_changes": float(s["limits_changed"].sum()),
+            "oom_kills": float(s["oom_kills"].sum()),
+        }
+
+
+def run_episodes(
+    config: SimConfig,
+    load: LoadLike,
+    decide_fns: Sequence[DecideFn],
+    seed: int | None = 0,
+    *,
+    keep_decisions: bool = False,
+) -> list[EpisodeLog]:
+    """Play the whole ``load`` once per callback, all in one batch (one env each).
+
+    Each callback sees its own env's (delayed, noisy) :class:`Observation` every interval
+    and returns the replicas and limits to set. Nothing is masked here: the callback is
+    the decision function, which masks and enforces itself (``decide`` does).
+    """
+    n = len(decide_fns)
+    if n == 0:
+        raise ValueError("decide_fns: give at least one callback")
+    trace = load if isinstance(load, Trace) else None
+    sim = VectorSim(config, load, n_envs=n, seed=seed, autoreset=False, fixed_start=True, episode_steps=10**12)
+    sim.reset()
+    steps = int(sim._ep_len[0])
+    logs = {key: [] for key in LOG_KEYS}  # type: dict[str, list[np.ndarray]]
+    decisions: list[list[Any]] = [[] for _ in range(n)]
+    r = np.zeros(n, dtype=np.int64)
+    c = np.zeros(n, dtype=np.int64)
+    m = np.zeros(n, dtype=np.int64)
+    for _ in range(steps):
+        for i, fn in enumerate(decide_fns):
+            d = fn(sim.observation(i))
+            r[i], c[i], m[i] = int(d.replicas), int(d.cpu_limit_m), int(d.memory_limit_mib)
+            if keep_decisions:
+                decisions[i].append(d)
+        _, _, _, _, info = sim.step_targets(r, c, m)
+        for key in LOG_KEYS:
+            logs[key].append(np.asarray(info[key]))
+    name = f"{trace.name}[{trace.window}]" if trace is not None else sim.series_names[0]
+    out = []
+    for i in range(n):
+        per_step = {key: np.array([row[i] for row in logs[key]]) for key in LOG_KEYS}
+        out.append(EpisodeLog(seed=seed, load_name=name, step_s=config.step_s, steps=per_step, decisions=decisions[i]))
+    return out
+
+
+def run_episode(
+    config: SimConfig, load: LoadLike, decide_fn: DecideFn, seed: int | None = 0, *, keep_decisions: bool = False
+) -> EpisodeLog:
+    """Play the whole ``load`` with one decision callback; see :func:`run_episodes`."""
+    return run_episodes(config, load, [decide_fn], seed, keep_decisions=keep_decisions)[0]
+
+
+__all__ = [
+    "LOG_KEYS",
+    "DecideFn",
+    "DecisionLike",
+    "EpisodeLog",
+    "VectorSim",
+    "run_episode",
+    "run_episodes",
+]
