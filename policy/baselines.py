@@ -12,7 +12,9 @@ documentation it mirrors:
   scale (we hold; it never scales down on missing data).
 * *Stabilization window*: the recommendation is the **highest** recommendation of the
   last ``scaleDown.stabilizationWindowSeconds`` (300 s by default) for a scale-down, and the
-  **lowest** of the last ``scaleUp.stabilizationWindowSeconds`` (0 s) for a scale-up.
+  **lowest** of the last ``scaleUp.stabilizationWindowSeconds`` (0 s) for a scale-up. A new
+  autoscaler's window starts holding the current count (the controller's
+  ``maybeInitScaleDownStabilizationWindow``).
 * *Default behavior* / *Scaling policies*: scale-up may add ``max(4 pods, 100%)`` per 15 s
   period, scale-down may remove 100% per 15 s; ``selectPolicy: Max`` picks the policy
   allowing the largest change; changes already made in the current period count against it.
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,18 +65,21 @@ class HpaState:
 
     recommendations: list[tuple[float, int]] = field(default_factory=list)
     events: list[tuple[float, int]] = field(default_factory=list)  # (time, replica change)
+    initialized: bool = False
 
-    def to_dict(self) -> dict[str, list[list[float]]]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "recommendations": [[t, r] for t, r in self.recommendations],
             "events": [[t, d] for t, d in self.events],
+            "initialized": self.initialized,
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, list[list[float]]]) -> HpaState:
+    def from_dict(cls, data: dict[str, Any]) -> HpaState:
         return cls(
             recommendations=[(float(t), int(r)) for t, r in data.get("recommendations", [])],
             events=[(float(t), int(d)) for t, d in data.get("events", [])],
+            initialized=bool(data.get("initialized", False)),
         )
 
     def record_change(self, cfg: HpaConfig, now: float, delta: int) -> None:
@@ -131,7 +136,13 @@ def hpa_recommend(
         raw = math.ceil(ratio * base)
         why = f"hpa: utilisation {utilization:.2f} vs target {cfg.target_utilization:.2f} → {raw}"
 
-    # Stabilisation window over past recommendations (the new one included).
+    # Stabilisation window over past recommendations (the new one included). Like the
+    # controller, a new autoscaler starts its scale-down window holding the current count,
+    # so it never scales down in its first window.
+    if not state.initialized:
+        state.initialized = True
+        if cfg.scale_down_stabilization_s > 0:
+            state.recommendations.append((now, current_replicas))
     up_cut = now - cfg.scale_up_stabilization_s
     down_cut = now - cfg.scale_down_stabilization_s
     up_rec, down_rec = raw, raw

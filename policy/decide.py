@@ -145,7 +145,7 @@ class ControllerState:
         return replace(
             self,
             gate=replace(self.gate),
-            hpa=HpaState(list(self.hpa.recommendations), list(self.hpa.events)),
+            hpa=HpaState(list(self.hpa.recommendations), list(self.hpa.events), self.hpa.initialized),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,89 @@
+"""The rollout gate: who acts, how trust grows and shrinks, and exact restore."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rlscale.policy.gate import GateConfig, GateState, choose, record_outcome
+
+
+def test_shadow_never_lets_learned_act_and_full_always_does():
+    shadow, full = GateConfig(mode="shadow"), GateConfig(mode="full")
+    s, f = GateState.initial(shadow), GateState.initial(full)
+    assert {choose(shadow, s) for _ in range(200)} == {"baseline"}
+    assert {choose(full, f) for _ in range(200)} == {"learned"}
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.5, 0.9])
+def test_gradual_share_matches_ratio(ratio: float):
+    cfg = GateConfig(mode="gradual", initial_ratio=ratio, seed=3)
+    state = GateState.initial(cfg)
+    share = sum(choose(cfg, state) == "learned" for _ in range(5000)) / 5000
+    assert share == pytest.approx(ratio, abs=0.03)
+
+
+def test_draws_are_seeded():
+    a = GateConfig(mode="gradual", initial_ratio=0.5, seed=1)
+    b = GateConfig(mode="gradual", initial_ratio=0.5, seed=2)
+    sa, sa2, sb = GateState.initial(a), GateState.initial(a), GateState.initial(b)
+    run_a = [choose(a, sa) for _ in range(100)]
+    assert run_a == [choose(a, sa2) for _ in range(100)]
+    assert run_a != [choose(b, sb) for _ in range(100)]
+
+
+def window(cfg: GateConfig, state: GateState, learned: float, baseline: float, violation: bool = False) -> None:
+    for i in range(cfg.window_decisions):
+        if i % 2:
+            record_outcome(cfg, state, "learned", learned, violation and i == 1)
+        else:
+            record_outcome(cfg, state, "baseline", baseline, False)
+
+
+def test_promotes_slowly_and_demotes_fast():
+    cfg = GateConfig(mode="gradual", initial_ratio=0.5, window_decisions=10)
+    state = GateState.initial(cfg)
+    window(cfg, state, learned=1.0, baseline=0.5)
+    assert state.ratio == pytest.approx(0.6) and state.promotions == 1
+    window(cfg, state, learned=0.4, baseline=0.5)
+    assert state.ratio == pytest.approx(0.4) and state.demotions == 1
+    window(cfg, state, learned=2.0, baseline=0.5, violation=True)
+    assert state.ratio == pytest.approx(0.2), "an SLO violation demotes even with a better score"
+    assert "violation" in state.last_verdict
+
+
+def test_ratio_stays_within_bounds():
+    cfg = GateConfig(mode="gradual", initial_ratio=0.9, min_ratio=0.05, max_ratio=0.95, window_decisions=8)
+    state = GateState.initial(cfg)
+    for _ in range(5):
+        window(cfg, state, 1.0, 0.0)
+    assert state.ratio == pytest.approx(0.95)
+    for _ in range(10):
+        window(cfg, state, 0.0, 1.0)
+    assert state.ratio == pytest.approx(0.05)
+
+
+def test_holds_without_enough_samples():
+    cfg = GateConfig(mode="gradual", initial_ratio=0.3, window_decisions=5, min_samples=3)
+    state = GateState.initial(cfg)
+    for _ in range(5):
+        record_outcome(cfg, state, "baseline", 0.5, False)
+    assert state.ratio == pytest.approx(0.3) and "too few" in state.last_verdict
+
+
+def test_state_serialises_and_restores_exactly():
+    cfg = GateConfig(mode="gradual", initial_ratio=0.5, window_decisions=7, seed=11)
+    state = GateState.initial(cfg)
+    for i in range(23):
+        src = choose(cfg, state)
+        record_outcome(cfg, state, src, 0.1 * i - 0.7, i == 5)
+    restored = GateState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert restored == state
+    assert [choose(cfg, restored) for _ in range(50)] == [choose(cfg, state) for _ in range(50)]
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="min_ratio"):
+        GateConfig(min_ratio=0.8, max_ratio=0.2)
+    with pytest.raises(ValueError):
+        GateConfig(mode="yolo")  # type: ignore[arg-type]
