@@ -95,7 +95,7 @@ def test_first_rule_wins_and_noop_is_always_allowed():
 
 def test_enforce_clamps_any_decision():
     assert enforce(L, state(), 500, 500, 512)[:3] == (10, 500, 512)  # step limit: max(4, 100%) → 10
-    r, c, m, rule = enforce(L, state(metrics_ok=False), 1, 500, 512)
+    r, _, _, rule = enforce(L, state(metrics_ok=False), 1, 500, 512)
     assert (r, rule) == (5, MaskRule.METRICS_MISSING)
     # A Deployment set outside the bounds is brought back in.
     assert enforce(ScalingLimits(min_replicas=8, max_replicas=20), state(), 5, 500, 512)[0] == 8

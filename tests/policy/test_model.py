@@ -39,7 +39,7 @@ def test_refuses_another_spec():
 
 
 def test_refuses_missing_metadata():
-    with pytest.raises(ModelMismatchError, match="no rlscale.spec_hash"):
+    with pytest.raises(ModelMismatchError, match=r"no rlscale\.spec_hash"):
         PolicyModel.from_bytes(random_mlp_onnx(metadata={}))
 
 
