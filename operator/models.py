@@ -435,17 +435,26 @@ class DecisionStatus(StatusModel):
     dry_run: bool = False
 
 
+class ContainerTargetStatus(StatusModel):
+    """New limits (and lowered requests) for one managed container."""
+
+    name: str
+    cpu_limit_m: int
+    memory_limit_mib: int
+    cpu_request_m: int | None = None
+    memory_request_mib: int | None = None
+
+
 class PendingAction(StatusModel):
     """A decided change written *before* it is applied, so that a restart finishes it instead of re-deciding.
 
     Targets are absolute (replicas = N, limit = X), so applying one twice is harmless.
     """
 
-    number: int
-    created_at: float
+    number: int = Field(description="The decision (ControllerState.decisions) this change belongs to.")
+    created_at: float = Field(description="Unix time of the decision; too old a change is dropped, not applied.")
     replicas: int | None = None
-    cpu_limit_m: int | None = None
-    memory_limit_mib: int | None = None
+    containers: list[ContainerTargetStatus] = Field(default_factory=list, max_length=16)
 
 
 class RolloutStatus(StatusModel):

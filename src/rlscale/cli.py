@@ -14,6 +14,8 @@ import click
 _COMMANDS: dict[str, str] = {
     "bench-decide": "rlscale.policy.cli:bench_decide",
     "cluster": "rlscale.devstack.cli:cluster",
+    "crd": "rlscale.operator.crd:crd_command",
+    "run": "rlscale.operator.cli:run",
 }
 
 

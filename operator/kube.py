@@ -1,0 +1,190 @@
+"""The operator's own Kubernetes API calls, through the official ``kubernetes`` client.
+
+Every call here is listed in :mod:`rlscale.operator.rbac` (a test checks it). The client
+is synchronous, so calls run in a thread executor; responses are read as plain JSON
+(``_preload_content=False``) because building the client's model objects for a
+Deployment costs more CPU than the rest of a decision, and the operator needs only a few
+fields of it.
+
+Errors are sorted into what the caller can act on: :class:`NotFound` (the target is gone:
+report and retry later), :class:`TransientApiError` (409 conflict, 429 throttling, 5xx:
+retry with backoff), and :class:`ApiError` for the rest (403 means the RBAC list is wrong).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+from rlscale.operator.models import API_GROUP, API_VERSION, PLURAL
+
+T = TypeVar("T")
+
+_MERGE = "application/merge-patch+json"
+_STRATEGIC = "application/strategic-merge-patch+json"
+
+
+class ApiError(RuntimeError):
+    """A Kubernetes API call failed; ``status`` is the HTTP status (0 for a connection error)."""
+
+    def __init__(self, what: str, status: int, reason: str) -> None:
+        super().__init__(f"{what}: HTTP {status} {reason}".strip())
+        self.status = status
+        self.reason = reason
+
+
+class NotFound(ApiError):
+    """404: the object does not exist."""
+
+
+class TransientApiError(ApiError):
+    """409, 429, 5xx or no connection: worth retrying."""
+
+
+def _classify(what: str, exc: Exception) -> ApiError:
+    if isinstance(exc, ApiException):
+        status = int(exc.status or 0)
+        reason = exc.reason or ""
+        with contextlib.suppress(ValueError, AttributeError):
+            reason = json.loads(exc.body or "{}").get("message", reason)
+        if status == 404:
+            return NotFound(what, status, reason)
+        if status in (409, 429) or status >= 500:
+            return TransientApiError(what, status, reason)
+        return ApiError(what, status, reason)
+    return TransientApiError(what, 0, f"{type(exc).__name__}: {exc}")
+
+
+class KubeApi:
+    """The calls the operator makes, each with bounded retries for transient errors."""
+
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        executor: Executor,
+        *,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+        request_timeout_s: float = 10.0,
+    ) -> None:
+        self._api_client = api_client
+        self._apps = k8s.AppsV1Api(api_client)
+        self._core = k8s.CoreV1Api(api_client)
+        self._custom = k8s.CustomObjectsApi(api_client)
+        self._executor = executor
+        self._retries = retries
+        self._backoff_s = backoff_s
+        self._timeout = request_timeout_s
+
+    async def _call(self, what: str, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            try:
+                return await loop.run_in_executor(self._executor, fn)
+            except Exception as exc:
+                error = _classify(what, exc)
+                attempt += 1
+                if not isinstance(error, TransientApiError) or attempt > self._retries:
+                    raise error from exc
+                # Exponential backoff with jitter, so many policies do not retry in lockstep.
+                await asyncio.sleep(self._backoff_s * (2 ** (attempt - 1)) * (0.5 + random.random()))
+
+    @staticmethod
+    def _json(response: Any) -> dict[str, Any]:
+        data = response.data
+        return json.loads(data) if data else {}
+
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Deployment as JSON, or ``None`` if it does not exist."""
+        try:
+            return await self._call(
+                f"get deployment {namespace}/{name}",
+                lambda: self._json(
+                    self._apps.read_namespaced_deployment(
+                        name, namespace, _preload_content=False, _request_timeout=self._timeout
+                    )
+                ),
+            )
+        except NotFound:
+            return None
+
+    async def scale_deployment(self, namespace: str, name: str, replicas: int) -> None:
+        """Set replicas through the scale subresource (what ``kubectl scale`` and the HPA use)."""
+        body = {"spec": {"replicas": int(replicas)}}
+        await self._call(
+            f"scale deployment {namespace}/{name}",
+            lambda: self._apps.patch_namespaced_deployment_scale(
+                name,
+                namespace,
+                body,
+                _content_type=_MERGE,
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            ),
+        )
+
+    async def patch_deployment(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        """A strategic-merge patch: containers are merged by name, so only the named ones change."""
+        await self._call(
+            f"patch deployment {namespace}/{name}",
+            lambda: self._apps.patch_namespaced_deployment(
+                name,
+                namespace,
+                body,
+                _content_type=_STRATEGIC,
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            ),
+        )
+
+    async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._call(
+                f"get configmap {namespace}/{name}",
+                lambda: self._json(
+                    self._core.read_namespaced_config_map(
+                        name, namespace, _preload_content=False, _request_timeout=self._timeout
+                    )
+                ),
+            )
+        except NotFound:
+            return None
+
+    async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._call(
+                f"get secret {namespace}/{name}",
+                lambda: self._json(
+                    self._core.read_namespaced_secret(
+                        name, namespace, _preload_content=False, _request_timeout=self._timeout
+                    )
+                ),
+            )
+        except NotFound:
+            return None
+
+    async def patch_policy_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the policy's status subresource."""
+        body = {"status": status}
+        await self._call(
+            f"patch autoscalepolicy {namespace}/{name} status",
+            lambda: self._custom.patch_namespaced_custom_object_status(
+                API_GROUP,
+                API_VERSION,
+                namespace,
+                PLURAL,
+                name,
+                body,
+                _content_type=_MERGE,
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            ),
+        )

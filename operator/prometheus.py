@@ -1,0 +1,228 @@
+"""Reading a policy's signals from Prometheus: one combined query per evaluation time.
+
+``prometheus-api-client`` is synchronous (requests), so every query runs in a thread
+executor and the event loop keeps serving the other policies. Each request has an explicit
+timeout and at most one quick retry: a decision is due again in ``intervalSeconds`` and a
+late answer is worth less than a prompt "unknown".
+
+What comes back is turned into a value or ``None`` per signal — never 0 for "unknown":
+no series, more than one series, NaN, ±Inf, a negative value and a sample older than
+``maxSampleAgeSeconds`` are all ``None``, each with the reason in ``problems`` (shown in
+the MetricsAvailable condition). policy/'s mask turns unknown core metrics into "no
+scale-down".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import tempfile
+import time
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from rlscale.operator.queries import SIGNAL_LABEL, RenderedQuery, combined_query
+from urllib3.util.retry import Retry
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where and how to reach one Prometheus: the key its client is cached under."""
+
+    url: str
+    bearer_token: str | None = None
+    basic_auth: tuple[str, str] | None = None
+    ca_pem: str | None = None
+    insecure_skip_verify: bool = False
+
+    def cache_key(self) -> str:
+        parts = [
+            self.url,
+            self.bearer_token or "",
+            repr(self.basic_auth),
+            self.ca_pem or "",
+            str(self.insecure_skip_verify),
+        ]
+        return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SignalValues:
+    """One evaluation of a policy's signals: value or ``None`` per key, and why each ``None``."""
+
+    values: Mapping[str, float | None]
+    problems: Mapping[str, str] = field(default_factory=dict)
+    latency_s: float = 0.0
+    error: str | None = None  # set when Prometheus could not be asked at all
+
+    def get(self, key: str) -> float | None:
+        return self.values.get(key)
+
+
+class PrometheusReader:
+    """Cached ``PrometheusConnect`` clients per endpoint, and the signal parsing.
+
+    ``observe_latency``/``observe_error`` are hooks for the operator's own metrics.
+    """
+
+    def __init__(
+        self,
+        executor: Executor,
+        *,
+        observe_latency: Any = None,
+        observe_error: Any = None,
+    ) -> None:
+        self._executor = executor
+        self._clients: dict[str, PrometheusConnect] = {}
+        self._ca_files: dict[str, str] = {}
+        self._observe_latency = observe_latency
+        self._observe_error = observe_error
+
+    def _client(self, endpoint: Endpoint, timeout_s: float) -> PrometheusConnect:
+        key = endpoint.cache_key()
+        client = self._clients.get(key)
+        if client is None:
+            headers = {"Authorization": f"Bearer {endpoint.bearer_token}"} if endpoint.bearer_token else None
+            session = requests.Session()
+            if endpoint.insecure_skip_verify:
+                session.verify = False
+            elif endpoint.ca_pem:
+                session.verify = self._ca_file(endpoint.ca_pem)
+            client = PrometheusConnect(
+                url=endpoint.url.rstrip("/"),
+                headers=headers,
+                auth=endpoint.basic_auth,
+                session=session,
+                # One quick retry on connection errors and 5xx; a decision is due again soon anyway.
+                retry=Retry(total=1, backoff_factor=0.1, status_forcelist=(502, 503, 504), allowed_methods=None),
+                timeout=timeout_s,  # type: ignore[arg-type]  # the client accepts float seconds
+            )
+            self._clients[key] = client
+        return client
+
+    def _ca_file(self, pem: str) -> str:
+        # requests verifies against a file path; keep one file per distinct CA bundle.
+        digest = hashlib.sha256(pem.encode()).hexdigest()
+        path = self._ca_files.get(digest)
+        if path is None:
+            fd = tempfile.NamedTemporaryFile("w", prefix="rlscale-ca-", suffix=".pem", delete=False)  # noqa: SIM115
+            with fd:
+                fd.write(pem)
+            path = self._ca_files[digest] = fd.name
+        return path
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+        for path in self._ca_files.values():
+            Path(path).unlink(missing_ok=True)
+        self._ca_files.clear()
+
+    async def read(
+        self,
+        endpoint: Endpoint,
+        queries: tuple[RenderedQuery, ...],
+        *,
+        at: float,
+        timeout_s: float,
+        max_sample_age_s: float,
+    ) -> SignalValues:
+        """Evaluate ``queries`` at unix time ``at``; never raises for Prometheus trouble."""
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        try:
+            result = await loop.run_in_executor(
+                self._executor, self._query_blocking, endpoint, queries, at, timeout_s, max_sample_age_s
+            )
+        except Exception as exc:  # connection refused, timeout, TLS, bad JSON: all mean "unknown"
+            message = _describe(exc)
+            if self._observe_error is not None:
+                self._observe_error(type(exc).__name__)
+            return SignalValues(
+                values={q.key: None for q in queries},
+                problems={q.key: message for q in queries},
+                latency_s=time.perf_counter() - start,
+                error=message,
+            )
+        latency = time.perf_counter() - start
+        if self._observe_latency is not None:
+            self._observe_latency(latency)
+        return SignalValues(values=result[0], problems=result[1], latency_s=latency)
+
+    def _query_blocking(
+        self,
+        endpoint: Endpoint,
+        queries: tuple[RenderedQuery, ...],
+        at: float,
+        timeout_s: float,
+        max_sample_age_s: float,
+    ) -> tuple[dict[str, float | None], dict[str, str]]:
+        client = self._client(endpoint, timeout_s)
+        params = {"time": f"{at:.3f}"}
+        try:
+            series = client.custom_query(combined_query(queries), params=params)
+            by_key: dict[str, list[Any]] = {q.key: [] for q in queries}
+            for s in series:
+                by_key.setdefault(s.get("metric", {}).get(SIGNAL_LABEL, ""), []).append(s)
+        except PrometheusApiClientException:
+            # Prometheus refused the combined query (one template returns a scalar, say):
+            # ask per signal so that only the bad one is unknown, and say which.
+            by_key = {}
+            problems_direct: dict[str, str] = {}
+            for q in queries:
+                try:
+                    by_key[q.key] = client.custom_query(q.query, params=params)
+                except PrometheusApiClientException as exc:
+                    by_key[q.key] = []
+                    problems_direct[q.key] = f"{q.field}: Prometheus refused the query: {_describe(exc)}"
+            values, problems = _parse(by_key, queries, at, max_sample_age_s)
+            problems.update(problems_direct)
+            return values, problems
+        return _parse(by_key, queries, at, max_sample_age_s)
+
+
+def _parse(
+    by_key: Mapping[str, list[Any]], queries: tuple[RenderedQuery, ...], at: float, max_sample_age_s: float
+) -> tuple[dict[str, float | None], dict[str, str]]:
+    values: dict[str, float | None] = {}
+    problems: dict[str, str] = {}
+    for q in queries:
+        series = by_key.get(q.key, [])
+        value, problem = _one_value(series, at, max_sample_age_s)
+        values[q.key] = value
+        if problem:
+            problems[q.key] = f"{q.field}: {problem}"
+    return values, problems
+
+
+def _one_value(series: list[Any], at: float, max_sample_age_s: float) -> tuple[float | None, str | None]:
+    if not series:
+        return None, "no data"
+    if len(series) > 1:
+        return None, f"returned {len(series)} series, expected one (aggregate it, e.g. sum(...))"
+    try:
+        ts_raw, raw = series[0]["value"]
+        ts, value = float(ts_raw), float(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        return None, f"unreadable sample: {exc}"
+    if math.isnan(value):
+        return None, "NaN"
+    if math.isinf(value):
+        return None, "infinite"
+    if value < 0:
+        return None, f"negative value {value:g}"
+    if ts < at - max_sample_age_s:
+        return None, f"stale: sample is {at - ts:.0f}s old"
+    return value, None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:300] + "…"

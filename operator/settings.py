@@ -1,0 +1,43 @@
+"""Operator-wide settings: what the cluster admin decides, from flags or ``RLSCALE_*`` environment variables.
+
+These are not per-policy: a namespaced user edits AutoscalePolicies, the cluster admin
+starts the operator. Anything that widens what a policy may do (trusting arbitrary
+PromQL, which Prometheus URLs a policy may point the operator at) lives here.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    """Settings of one operator process."""
+
+    model_config = SettingsConfigDict(env_prefix="RLSCALE_", frozen=True, extra="forbid")
+
+    trust_custom_queries: bool = Field(
+        False, description="Accept any PromQL in spec.prometheus.queries (no namespace-scope check)."
+    )
+    prometheus_url: str | None = Field(None, description="Prometheus used by policies that set no spec.prometheus.url.")
+    prometheus_url_allowlist: tuple[str, ...] = Field(
+        (), description="If set, a policy's Prometheus URL must start with one of these prefixes."
+    )
+    metrics_port: int = Field(8080, ge=0, le=65535, description="Port of /metrics (0 = do not serve).")
+    metrics_addr: str = Field("0.0.0.0", description="Address /metrics listens on.")
+    workers: int = Field(8, ge=1, le=64, description="Threads for Kubernetes and Prometheus calls.")
+    model_refresh_s: float = Field(60.0, ge=1, le=3600, description="How often a ConfigMap model is re-read.")
+    pending_expiry_factor: float = Field(
+        3.0,
+        ge=1,
+        le=100,
+        description="A decided-but-unapplied change older than this many intervals is dropped, not applied, "
+        "on restart.",
+    )
+
+    @field_validator("prometheus_url_allowlist", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value
