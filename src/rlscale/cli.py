@@ -12,7 +12,6 @@ import click
 
 # name -> "module:attribute" of a click command or group.
 _COMMANDS: dict[str, str] = {
-    "bench-decide": "rlscale.policy.cli:bench_decide",
     "cluster": "rlscale.devstack.cli:cluster",
     "crd": "rlscale.operator.crd:crd_command",
     "run": "rlscale.operator.cli:run",

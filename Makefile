@@ -1,0 +1,33 @@
+# Common commands. The README's two newcomer commands are `make demo` and `make test`.
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: help setup test lint unit e2e bench model demo tools manifests clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: ## install system packages, the virtualenv and the Go-built tools (idempotent)
+	scripts/setup.sh
+
+test: ## the full test command: installs what is missing, lints, runs every tier
+	scripts/test.sh
+
+lint: ## ruff, mypy (strict for policy/), import contracts, shellcheck
+	scripts/lint.sh
+
+unit: ## fast tests only (no Prometheus, Helm or control plane)
+	$(VENV)/bin/pytest -m "not e2e and not slow" -x -q
+
+e2e: ## the end-to-end tier on the local control plane
+	RLSCALE_TOOLS_BIN=$$(tools/build-tools.sh | tail -n 1) $(VENV)/bin/pytest -m e2e
+
+bench: ## benchmarks (print numbers; no assertions)
+	$(PY) bench/decide_latency.py
+
+tools: ## build the Go tools (kube-apiserver & co., etcd, kwok, helm, kindcheck) into the cache
+	tools/build-tools.sh
+
+clean: ## remove build outputs and caches in the repo
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

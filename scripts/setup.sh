@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Install everything the tests and the demo need, idempotently, on a fresh Debian machine:
+# system packages (Prometheus, shellcheck, openssl), the Python virtualenv with every
+# extra, and the Go-built Kubernetes tools (cached outside the repo, keyed by version).
+#
+#   scripts/setup.sh            everything
+#   SKIP_TOOLS=1 scripts/setup.sh   no Go tool build (e.g. for lint-only runs)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# 1. System packages. Debian's prometheus package would start a system service where an
+#    init system runs; the tests start their own Prometheus on loopback instead.
+need=()
+command -v prometheus >/dev/null || need+=(prometheus)
+command -v shellcheck >/dev/null || need+=(shellcheck)
+command -v openssl >/dev/null || need+=(openssl)
+if ((${#need[@]})); then
+  log "apt-get install ${need[*]}"
+  sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confold "${need[@]}" >/dev/null
+  # Don't leave a system Prometheus holding :9090 (harmless where no init system runs).
+  if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+    $sudo_ systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+fi
+
+# 2. Python: one virtualenv with the runtime, the training extra (torch, pinned) and the
+#    dev tools. pip's own cache (~/.cache/pip) keeps the large torch wheels between runs.
+python=${PYTHON:-python3.11}
+command -v "$python" >/dev/null || python=python3
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv with $($python --version)"
+  "$python" -m venv .venv
+fi
+stamp=.venv/.rlscale-installed
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  log "pip install -e '.[train,dev]' (first time: torch is a large download)"
+  .venv/bin/pip install -q --upgrade pip setuptools wheel
+  .venv/bin/pip install -q -e '.[train,dev]'
+  echo "$want" > "$stamp"
+fi
+
+# 3. Go-built tools: kube-apiserver & co., etcd, kwok, helm, kindcheck (cached by version).
+if [ -z "${SKIP_TOOLS:-}" ]; then
+  log "building/locating the Go tools (first build: ~20-30 min on 2 cores; cached afterwards)"
+  bin=$(tools/build-tools.sh | tail -n 1)
+  log "tools in $bin"
+fi
