@@ -58,17 +58,19 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* Where the model ConfigMap is mounted, and the file the operator loads. */}}
-{{- define "rlscale.modelDir" -}}/etc/rlscale/model{{- end }}
+{{/*
+The directory of the built-in model inside the operator image: rlscale.policy.model.DEFAULT_MODEL_PATH
+(models/default.onnx next to the installed rlscale/policy package) under the image's Python 3.11
+site-packages. A ConfigMap model is mounted over this directory as default.onnx, so every policy
+with spec.model.source "builtin" runs it. tests/install checks this path against the Dockerfile.
+*/}}
+{{- define "rlscale.builtinModelDir" -}}/usr/local/lib/python3.11/site-packages/rlscale/policy/models{{- end }}
 
 {{/*
 Cross-field checks the JSON schema cannot express with a clear message. They fail the
 render with the offending value named.
 */}}
 {{- define "rlscale.validate" -}}
-{{- if and (gt (int .Values.replicaCount) 1) (not .Values.peering.enabled) }}
-{{- fail (printf "replicaCount: %d replicas need peering.enabled=true, or every replica would act on every policy" (int .Values.replicaCount)) }}
-{{- end }}
 {{- if and (eq .Values.model.source "configMap") (not .Values.model.configMap.name) }}
 {{- fail "model.configMap.name: required when model.source is configMap" }}
 {{- end }}
