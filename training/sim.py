@@ -30,11 +30,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-from rlscale.policy.actions import CPU_STEPS, MEMORY_STEPS, N_ACTIONS, propose_replicas
+from rlscale.policy.actions import N_ACTIONS, propose_replicas
 from rlscale.policy.decide import Observation
-from rlscale.policy.mask import MaskResult, ScalingState, action_mask, evaluate
+from rlscale.policy.mask import MaskResult, ScalingState, action_mask, action_proposals, evaluate
 from rlscale.policy.reward import reward, slo_violated
-from rlscale.policy.spec import CORE_METRICS, N_FEATURES, RAW_COLUMNS, TREND_WINDOW_S, encode
+from rlscale.policy.spec import CORE_METRICS, N_FEATURES, RAW_COLUMNS, TREND_WINDOW_S, encode_matrix
 from rlscale.training.sim_config import SimConfig
 from rlscale.training.workloads import TRACE_STEP_S, Trace
 
@@ -46,6 +46,17 @@ LoadLike = Trace | npt.ArrayLike
 # Metrics the Prometheus pipeline reports, in the history ring's order.
 _M_RATE, _M_CPU, _M_MEM, _M_P50, _M_P99, _M_ERR, _M_QUEUE = range(7)
 _N_METRICS = 7
+#: Raw columns filled from the metrics pipeline, in the history ring's order, then the trend references.
+_OBSERVED_NOW: tuple[str, ...] = (
+    "request_rate",
+    "cpu_utilization",
+    "memory_utilization",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "error_rate",
+    "queue_per_replica",
+)
+_OBSERVED_PREV: tuple[str, ...] = ("request_rate_prev", "latency_p99_prev_ms")
 _LN2 = math.log(2.0)
 _LN100 = math.log(100.0)
 _OOM_LOGIT = 1.702  # logistic approximation of the normal CDF
@@ -85,6 +96,9 @@ def _as_series(config: SimConfig, loads: LoadLike | Sequence[LoadLike]) -> _Seri
     per_replica = config.pod_capacity_rps(config.initial_cpu_limit_m) * config.load_target_utilization
     scales = []
     for v, name in zip(values, names, strict=True):
+        if config.absolute_rps_per_unit is not None:
+            scales.append(config.absolute_rps_per_unit)
+            continue
         ref = float(np.percentile(v, 95)) or float(v.max())
         if ref <= 0:
             raise ValueError(f"{name}: the series is all zeros, so there is no load to scale onto the service")
@@ -112,7 +126,8 @@ class VectorSim:
     With ``autoreset`` (the default, as gymnasium vector envs in same-step mode), an env
     whose episode ended is reset inside :meth:`step`: the returned observation is the new
     episode's first, and ``info["final_obs"]`` holds the last one of the old episode; the
-    other ``info`` entries describe the step that ended it.
+    other ``info`` entries describe the step that ended it. Without it, an ended env keeps
+    playing the last row of its series until :meth:`reset`.
     """
 
     def __init__(
@@ -143,12 +158,29 @@ class VectorSim:
         self._trend_steps = max(1, math.ceil(TREND_WINDOW_S / config.step_s - 1e-9))
         self._hist_len = config.scrape_delay_steps + self._trend_steps + 1
         self._max_cpu_m = float(lim.max_replicas * lim.cpu_limit_max_m)
+        # Proposals come from policy's table: replica moves for every count the limits allow,
+        # and each action's CPU/memory step read off a state at zero.
         self._proposals = propose_replicas(np.arange(lim.max_replicas + 1, dtype=np.int64))
+        zero = ScalingState.single(
+            replicas=0,
+            cpu_limit_m=0,
+            memory_limit_mib=0,
+            metrics_ok=True,
+            memory_utilization=None,
+            now=0.0,
+            last_scale_up_at=None,
+            last_scale_down_at=None,
+            last_limit_change_at=None,
+        )
+        _, dc, dm = action_proposals(lim, zero)
+        self._cpu_delta, self._mem_delta = dc[0].astype(np.int64), dm[0].astype(np.int64)
+        # Rows of the trace advance by a whole number per decision when step_s is a multiple of 60 s.
+        self._rows_per_step = int(config.step_s // TRACE_STEP_S) if config.step_s % TRACE_STEP_S == 0 else 0
 
         # Per-env episode bookkeeping.
         self._series_idx = np.zeros(n, dtype=np.int64)
         self._row0 = np.zeros(n, dtype=np.int64)  # flat index of the episode's first row
-        self._row_end = np.zeros(n, dtype=np.int64)  # flat index one past the series' last row
+        self._row_last = np.zeros(n, dtype=np.int64)  # flat index of the series' last row
         self._ep_len = np.zeros(n, dtype=np.int64)
         self._t = np.zeros(n, dtype=np.int64)  # decisions taken this episode
         self._start_s = np.zeros(n, dtype=np.float64)
@@ -161,27 +193,31 @@ class VectorSim:
         self._ready = np.zeros(n, dtype=np.float64)
         self._pending = np.zeros((self._ring, n), dtype=np.float64)  # pods becoming ready, by sub-step slot
         self._backlog = np.zeros(n, dtype=np.float64)
-        self._inflight = np.zeros(n, dtype=np.float64)
+        self._inflight = np.zeros(n, dtype=np.float64)  # requests being served, whole Deployment
         self._serving = np.zeros(n, dtype=np.float64)
         self._rollout_left_s = np.zeros(n, dtype=np.float64)
         self._last_up = np.full(n, np.nan)
         self._last_down = np.full(n, np.nan)
         self._last_limit = np.full(n, np.nan)
-        # Capacity per pod, derived from the CPU limit.
-        self._mu_pod = np.zeros(n)
-        self._s_ms = np.zeros(n)
-        self._c_serv = np.zeros(n)
-        self._expo = np.zeros(n)
-        # Truth of past intervals (the metrics pipeline reads it with a delay).
-        self._hist = np.zeros((self._hist_len, _N_METRICS, n), dtype=np.float64)
+        # Per-pod service parameters, derived from the CPU limit by _capacity().
+        self._mu_pod = np.zeros(n)  # requests/s
+        self._s_ms = np.zeros(n)  # mean service time of one request
+        self._s_over_c = np.zeros(n)  # s / servers: the M/M/c waiting-time scale
+        self._expo = np.zeros(n)  # Sakasegawa's exponent √(2(c+1)) − 1
+        # What the metrics pipeline recorded for past intervals (noise applied once, when recorded).
+        self._seen = np.zeros((self._hist_len, _N_METRICS, n), dtype=np.float64)
         self._g_step = 0
         self._g_sub = 0
-        # Observation columns of the current state (constant ones filled once).
-        self._cols: dict[str, FloatArray] = {name: np.full(n, np.nan) for name in RAW_COLUMNS}
+        # Raw observation columns of the current state, as one matrix in RAW_COLUMNS order.
+        self._raw = np.full((len(RAW_COLUMNS), n), np.nan)
+        self._cols: dict[str, FloatArray] = {name: self._raw[i] for i, name in enumerate(RAW_COLUMNS)}
         self._cols["slo_ms"][:] = config.objective.latency_slo_ms
         self._cols["max_replicas"][:] = lim.max_replicas
         self._cols["cpu_limit_max_m"][:] = lim.cpu_limit_max_m
         self._cols["memory_limit_max_mib"][:] = lim.memory_limit_max_mib
+        self._metric_rows = np.array(
+            [RAW_COLUMNS.index(name) for name in _OBSERVED_NOW + _OBSERVED_PREV], dtype=np.intp
+        )
         self._obs = np.zeros((n, N_FEATURES), dtype=np.float32)
         self._mask: MaskResult | None = None
         self._seed(seed)
@@ -196,6 +232,11 @@ class VectorSim:
     def now(self) -> FloatArray:
         """Unix time of the current decision, per env."""
         return self._start_s + self._t * self.config.step_s
+
+    @property
+    def episode_lengths(self) -> IntArray:
+        """Decisions in each env's current episode."""
+        return self._ep_len.copy()
 
     def reset(self, seed: int | None = None) -> npt.NDArray[np.float32]:
         """Start a new episode in every env; returns observations ``(n_envs, N_FEATURES)``."""
@@ -251,9 +292,9 @@ class VectorSim:
         a = np.asarray(actions)
         if a.shape != (self.n_envs,) or not np.issubdtype(a.dtype, np.integer):
             raise ValueError(f"actions: expected integers of shape ({self.n_envs},), got {a.dtype} {a.shape}")
-        if a.size and (a.min() < 0 or a.max() >= N_ACTIONS):
+        if a.min() < 0 or a.max() >= N_ACTIONS:
             raise ValueError(f"actions: indices must be in [0, {N_ACTIONS}), got min {a.min()} max {a.max()}")
-        a = a.astype(np.int64)
+        a = a.astype(np.int64, copy=False)
         if self._mask is not None:
             m = self._mask
             rows = np.arange(self.n_envs)
@@ -271,9 +312,10 @@ class VectorSim:
     ) -> tuple[npt.NDArray[np.float32], FloatArray, BoolArray, BoolArray, dict[str, Any]]:
         """Set replicas and limits directly (a decision that was already masked and enforced elsewhere)."""
         self._check_ready()
-        r = np.broadcast_to(np.asarray(replicas), (self.n_envs,)).astype(np.int64)
-        c = np.broadcast_to(np.asarray(cpu_limit_m), (self.n_envs,)).astype(np.int64)
-        m = np.broadcast_to(np.asarray(memory_limit_mib), (self.n_envs,)).astype(np.int64)
+        shape = (self.n_envs,)
+        r = np.broadcast_to(np.asarray(replicas), shape).astype(np.int64)
+        c = np.broadcast_to(np.asarray(cpu_limit_m), shape).astype(np.int64)
+        m = np.broadcast_to(np.asarray(memory_limit_mib), shape).astype(np.int64)
         for name, arr, lo in (("replicas", r, 0), ("cpu_limit_m", c, 1), ("memory_limit_mib", m, 1)):
             if arr.min() < lo:
                 raise ValueError(f"{name}: must be >= {lo}, got {int(arr.min())}")
@@ -309,8 +351,7 @@ class VectorSim:
 
     # ------------------------------------------------------------------ internals
     def _seed(self, seed: int | None) -> None:
-        ss = np.random.SeedSequence(seed)
-        exo, endo = ss.spawn(2)
+        exo, endo = np.random.SeedSequence(seed).spawn(2)
         self._rng = np.random.default_rng(exo)
         self._rng_endo = np.random.default_rng(endo)
 
@@ -319,73 +360,106 @@ class VectorSim:
             raise RuntimeError("call reset() before stepping the simulator")
 
     def _outcome_of(self, a: IntArray) -> tuple[BoolArray, tuple[IntArray, IntArray, IntArray]]:
-        """The mask's clamped outcome of one chosen action per env, without evaluating all of them."""
+        """The mask's clamped outcome of one chosen action per env, without evaluating all 63.
+
+        Same rules (policy's :func:`~rlscale.policy.mask.evaluate`), one column instead of
+        the whole table: the step costs O(n), not O(n × N_ACTIONS), when nobody asked for
+        the mask first.
+        """
         lim = self.config.limits
         r = self.replicas
-        if r.max(initial=0) < self._proposals.shape[0] and r.min(initial=0) >= 0:
+        if r.max() < self._proposals.shape[0] and r.min() >= 0:
             pr = self._proposals[r, a]
-        else:
+        else:  # a count outside the limits (set through step_targets): propose from scratch
             pr = propose_replicas(r)[np.arange(self.n_envs), a]
-        pc = self.cpu_limit_m + CPU_STEPS[a] * lim.cpu_limit_step_m
-        pm = self.memory_limit_mib + MEMORY_STEPS[a] * lim.memory_limit_step_mib
+        pc = self.cpu_limit_m + self._cpu_delta[a]
+        pm = self.memory_limit_mib + self._mem_delta[a]
         res = evaluate(lim, self.scaling_state(), pr[:, None], pc[:, None], pm[:, None])
         return res.allowed[:, 0], (res.replicas[:, 0], res.cpu_limit_m[:, 0], res.memory_limit_mib[:, 0])
 
-    def _capacity(self, idx: IntArray | slice) -> None:
+    def _capacity(self, idx: IntArray | BoolArray | slice) -> None:
         """Per-pod service parameters from the CPU limit: usable cores k → M/M/c servers and rate."""
         cfg = self.config
         free = np.maximum(self.cpu_limit_m[idx] - cfg.pod_base_cpu_m, 0.0) / 1000.0
         h = cfg.saturation_sharpness
         k = np.maximum(free / (1.0 + (free / cfg.cpu_saturation_cores) ** h) ** (1.0 / h), 1e-6)
-        # A request uses at most one core: below one core it runs slower; above, pods serve in parallel.
+        # A request uses at most one core: below one core it runs slower; above, the pod
+        # serves requests in parallel on max(k, 1) "servers".
+        servers = np.maximum(k, 1.0)
         self._s_ms[idx] = cfg.cpu_per_request_ms / np.minimum(k, 1.0)
-        self._c_serv[idx] = np.maximum(k, 1.0)
+        self._s_over_c[idx] = self._s_ms[idx] / servers
         self._mu_pod[idx] = k * 1000.0 / cfg.cpu_per_request_ms
-        self._expo[idx] = np.sqrt(2.0 * (self._c_serv[idx] + 1.0)) - 1.0
+        self._expo[idx] = np.sqrt(2.0 * (servers + 1.0)) - 1.0
 
     def _service(
         self, idx: IntArray | slice, lam: FloatArray, serving: FloatArray, backlog: FloatArray, dt: float
     ) -> tuple[FloatArray, ...]:
-        """One sub-step of the queueing model for envs ``idx``.
+        """One sub-step of the queueing model for envs ``idx`` (all arrays are theirs).
 
-        Fluid backlog for overload, Sakasegawa's M/M/c approximation (waiting probability
-        ρ^(√(2(c+1))−1), exponential waits with rate c(1−ρ)/s) for the stochastic delay
-        below it. Returns served, new backlog, dropped, p50, p99 (ms), CPU utilisation,
-        memory working set per pod (MiB), in-flight per serving pod.
+        A fluid backlog carries overload; below saturation Sakasegawa's M/M/c
+        approximation gives the stochastic wait: P(wait) = ρ^(√(2(c+1))−1) and waits are
+        exponential with mean s / (c(1−ρ)), so the q-quantile of the wait is
+        s/(c(1−ρ)) · ln(P(wait)/(1−q)) when P(wait) > 1−q. Service time is exponential
+        with mean s. Returns served, new backlog, dropped, p50 and p99 (ms), CPU
+        utilisation, memory working set per pod (MiB) and in-flight requests per pod.
         """
         cfg = self.config
-        mu_pod, s_ms, c_serv, expo = self._mu_pod[idx], self._s_ms[idx], self._c_serv[idx], self._expo[idx]
-        has = serving > 0
+        mu_pod, s_ms, s_over_c, expo = self._mu_pod[idx], self._s_ms[idx], self._s_over_c[idx], self._expo[idx]
         safe = np.maximum(serving, 1.0)
         mu = serving * mu_pod
+        inv_mu = 1.0 / np.maximum(mu, 1e-9)
         total = backlog + lam * dt
         served = np.minimum(total, mu * dt)
         b1 = total - served
-        qmax = np.minimum(cfg.queue_capacity_per_replica * serving, cfg.request_timeout_s * mu)
-        drop = np.maximum(b1 - qmax, 0.0)
-        b1 = b1 - drop
-        rho = np.minimum(lam / np.maximum(mu, 1e-12), cfg.rho_cap)
-        pw = rho**expo
-        theta = s_ms / (c_serv * (1.0 - rho))
-        w50 = theta * np.log(np.maximum(pw * 2.0, 1.0))
-        w99 = theta * np.log(np.maximum(pw * 100.0, 1.0))
-        inv_mu = 1000.0 / np.maximum(mu, 1e-12)
+        drop = np.maximum(b1 - np.minimum(cfg.queue_capacity_per_replica * serving, cfg.request_timeout_s * mu), 0.0)
+        b1 -= drop
+        rho = np.minimum(lam * inv_mu, cfg.rho_cap)
+        with np.errstate(divide="ignore"):
+            log_pw = expo * np.log(rho)  # -inf at no load: no waiting
+        pw = np.exp(log_pw)
+        theta = s_over_c / (1.0 - rho)
         timeout_ms = cfg.request_timeout_s * 1000.0
-        p50 = np.where(has, cfg.base_latency_ms + s_ms * _LN2 + w50 + 0.5 * (backlog + b1) * inv_mu, timeout_ms)
-        p99 = np.where(has, cfg.base_latency_ms + s_ms * _LN100 + w99 + np.maximum(backlog, b1) * inv_mu, timeout_ms)
-        p50 = np.minimum(p50, timeout_ms)
-        p99 = np.minimum(p99, timeout_ms)
-        rate_pod = served / dt / safe
-        cpu_util = (cfg.pod_base_cpu_m + rate_pod * cfg.cpu_per_request_ms) / self.cpu_limit_m[idx]
-        mean_resp_s = (cfg.base_latency_ms + s_ms * (1.0 + pw / (c_serv * (1.0 - rho)))) / 1000.0
+        # With nobody serving, whatever arrives fails at the timeout.
+        base = cfg.base_latency_ms + timeout_ms * (serving <= 0)
+        p50 = base + s_ms * _LN2 + theta * np.maximum(log_pw + _LN2, 0.0) + (500.0 * (backlog + b1)) * inv_mu
+        p99 = (
+            base
+            + s_ms * _LN100
+            + theta * np.maximum(log_pw + _LN100, 0.0)
+            + (1000.0 * np.maximum(backlog, b1)) * inv_mu
+        )
+        np.minimum(p50, timeout_ms, out=p50)
+        np.minimum(p99, timeout_ms, out=p99)
+        rate_pod = served / (dt * safe)
+        cpu_util = np.minimum((cfg.pod_base_cpu_m + cfg.cpu_per_request_ms * rate_pod) / self.cpu_limit_m[idx], 1.0)
+        mean_resp_s = (cfg.base_latency_ms + s_ms + pw * theta) * 0.001
         inflight = rate_pod * mean_resp_s + b1 / safe
         ws = cfg.memory_base_mib + cfg.memory_per_inflight_mib * inflight
-        return served, b1, drop, p50, p99, np.minimum(cpu_util, 1.0), ws, inflight
+        return served, b1, drop, p50, p99, cpu_util, ws, inflight
 
-    def _load_rate(self, idx: IntArray | slice, elapsed_s: FloatArray | float) -> FloatArray:
+    def _rows(self, idx: IntArray | slice, elapsed_s: float | FloatArray) -> IntArray:
+        """Flat trace rows at ``elapsed_s`` into each env's episode (held at the series' last row)."""
         rows = self._row0[idx] + (np.asarray(elapsed_s) // TRACE_STEP_S).astype(np.int64)
-        rows = np.minimum(rows, self._row_end[idx] - 1)
-        return self._series.flat[rows] * self._scale[idx]
+        return np.minimum(rows, self._row_last[idx])
+
+    def _record(self, idx: IntArray | slice, truth: Sequence[FloatArray], back: int = 0) -> None:
+        """Write an interval's metrics into the pipeline's history, with measurement noise.
+
+        Noise is applied once, when the interval is recorded: re-reading the same window
+        later (as the trend features do) returns the same value, as Prometheus would.
+        """
+        cfg = self.config
+        row = self._seen[(self._g_step - back) % self._hist_len]
+        k = truth[0].size
+        sig = cfg.metric_noise
+        if sig > 0:
+            noise = np.exp(sig * self._rng.standard_normal((_N_METRICS, k)) - 0.5 * sig * sig)
+            for m in range(_N_METRICS):
+                row[m, idx] = truth[m] * noise[m]
+        else:
+            for m in range(_N_METRICS):
+                row[m, idx] = truth[m]
+        np.minimum(row[_M_ERR], 1.0, out=row[_M_ERR])
 
     def _reset_envs(self, idx: IntArray) -> None:
         cfg, lim, s = self.config, self.config.limits, self._series
@@ -398,7 +472,7 @@ class VectorSim:
         start = np.zeros(k, dtype=np.int64) if self.fixed_start else rng.integers(0, slack + 1)
         self._series_idx[idx] = ser
         self._row0[idx] = s.offset[ser] + start
-        self._row_end[idx] = s.offset[ser] + length
+        self._row_last[idx] = s.offset[ser] + length - 1
         avail_steps = np.floor((length - start) * TRACE_STEP_S / cfg.step_s + 1e-9).astype(np.int64)
         self._ep_len[idx] = np.maximum(np.minimum(self.episode_steps, avail_steps), 1)
         self._t[idx] = 0
@@ -410,15 +484,16 @@ class VectorSim:
         self.cpu_limit_m[idx] = cfg.initial_cpu_limit_m
         self.memory_limit_mib[idx] = cfg.initial_memory_limit_mib
         self._capacity(idx)
-        first_rate = self._load_rate(idx, 0.0)
+        first_rate = s.flat[self._row0[idx]] * self._scale[idx]
         if cfg.initial_replicas is None:
             want = np.ceil(first_rate / (self._mu_pod[idx] * cfg.load_target_utilization))
             r0 = np.clip(want, max(lim.min_replicas, 1), lim.max_replicas).astype(np.int64)
         else:
             r0 = np.full(k, cfg.initial_replicas, dtype=np.int64)
         self.replicas[idx] = r0
-        self._ready[idx] = r0
-        self._serving[idx] = r0
+        ready = r0.astype(np.float64)
+        self._ready[idx] = ready
+        self._serving[idx] = ready
         self._pending[:, idx] = 0.0
         self._backlog[idx] = 0.0
         self._inflight[idx] = 0.0
@@ -427,22 +502,17 @@ class VectorSim:
         self._last_down[idx] = np.nan
         self._last_limit[idx] = np.nan
 
-        # Warm history: what the metrics pipeline would have recorded in the minutes before
-        # the window (steady state of the initial Deployment under the preceding load).
+        # Warm history: what the metrics pipeline recorded in the minutes before the window
+        # (steady state of the initial Deployment under the load of those minutes).
         for j in range(1, self._hist_len + 1):
-            back_rows = np.maximum(self._row0[idx] - j * cfg.step_s / TRACE_STEP_S, s.offset[ser]).astype(np.int64)
-            lam = s.flat[back_rows] * self._scale[idx]
-            ready = r0.astype(np.float64)
+            back_s = -j * cfg.step_s
+            rows = np.maximum(self._row0[idx] + int(back_s // TRACE_STEP_S), s.offset[ser])
+            lam = s.flat[rows] * self._scale[idx]
             _, _, drop, p50, p99, cpu_u, ws, infl = self._service(idx, lam, ready, np.zeros(k), cfg.step_s)
             offered = lam * cfg.step_s
-            row = self._hist[(self._g_step - j) % self._hist_len]
-            row[_M_RATE, idx] = lam
-            row[_M_CPU, idx] = np.where(ready > 0, cpu_u, np.nan)
-            row[_M_MEM, idx] = ws / self.memory_limit_mib[idx]
-            row[_M_P50, idx] = p50
-            row[_M_P99, idx] = p99
-            row[_M_ERR, idx] = np.where(offered > 0, drop / np.maximum(offered, 1e-12), 0.0)
-            row[_M_QUEUE, idx] = infl
+            err = np.where(offered > 0, drop / np.maximum(offered, 1e-12), 0.0)
+            mem_u = ws / self.memory_limit_mib[idx]
+            self._record(idx, (lam, np.where(ready > 0, cpu_u, np.nan), mem_u, p50, p99, err, infl), back=j)
         self._mask = None
 
     def _apply_targets(self, r_new: IntArray, c_new: IntArray, m_new: IntArray) -> tuple[BoolArray, BoolArray]:
@@ -452,12 +522,11 @@ class VectorSim:
         dr = r_new - self.replicas
         lim_changed = (c_new != self.cpu_limit_m) | (m_new != self.memory_limit_mib)
         up, down = dr > 0, dr < 0
-        self._last_up[up] = now[up]
-        self._last_down[down] = now[down]
-        self._last_limit[lim_changed] = now[lim_changed]
         if up.any():
+            self._last_up[up] = now[up]
             self._pending[(self._g_sub + self._delay) % self._ring] += np.maximum(dr, 0)
         if down.any():
+            self._last_down[down] = now[down]
             # Kubernetes deletes not-yet-ready pods first (the newest of them first), then ready ones.
             rem = np.maximum(-dr, 0).astype(np.float64)
             for j in range(self._delay, -1, -1):
@@ -468,6 +537,7 @@ class VectorSim:
             self._ready -= rem
         self.replicas = r_new.astype(np.int64, copy=True)
         if lim_changed.any():
+            self._last_limit[lim_changed] = now[lim_changed]
             self.cpu_limit_m = c_new.astype(np.int64, copy=True)
             self.memory_limit_mib = m_new.astype(np.int64, copy=True)
             self._capacity(lim_changed)
@@ -481,99 +551,103 @@ class VectorSim:
         self, r_new: IntArray, c_new: IntArray, m_new: IntArray
     ) -> tuple[npt.NDArray[np.float32], FloatArray, BoolArray, BoolArray, dict[str, Any]]:
         cfg = self.config
-        n = self.n_envs
-        dt = cfg.dt_s
+        n, dt, sub_n = self.n_envs, cfg.dt_s, cfg.substeps
+        decision_now = self.now
         old_replicas = self.replicas
         replicas_changed, limits_changed = self._apply_targets(r_new, c_new, m_new)
-        decision_now = self.now
 
-        offered = np.zeros(n)
+        # The load of every sub-step: trace rows (piecewise constant per minute) × noise.
+        if self._rows_per_step:
+            base = self._row0 + self._t * self._rows_per_step
+            sub_rows = [np.minimum(base + int(i * dt // TRACE_STEP_S), self._row_last) for i in range(sub_n)]
+        else:
+            elapsed0 = self._t * cfg.step_s
+            sub_rows = [self._rows(slice(None), elapsed0 + i * dt) for i in range(sub_n)]
+        lam_all = self._series.flat[np.stack(sub_rows)] * self._scale
+        if cfg.arrival_noise > 0:
+            sig = cfg.arrival_noise
+            lam_all *= np.exp(sig * self._rng.standard_normal((sub_n, n)) - 0.5 * sig * sig)
+
         served_sum = np.zeros(n)
         dropped = np.zeros(n)
         p50_w = np.zeros(n)
         p50_plain = np.zeros(n)
         p99_max = np.zeros(n)
         cpu_sum = np.zeros(n)
-        mem_sum = np.zeros(n)
+        ws_sum = np.zeros(n)
         valid = np.zeros(n)
         oom_kills = np.zeros(n)
-        elapsed0 = (self._t * cfg.step_s).astype(np.float64)
-        all_envs = slice(None)
-        for sub in range(cfg.substeps):
+        rolling = bool(self._rollout_left_s.max() > 0)
+        every = slice(None)
+        for i in range(sub_n):
             slot = self._g_sub % self._ring
             self._ready += self._pending[slot]
             self._pending[slot] = 0.0
-            in_rollout = self._rollout_left_s > 0
-            unavailable = np.where(
-                in_rollout, np.minimum(np.ceil(cfg.restart_max_unavailable * self._ready), self._ready), 0.0
-            )
-            serving = self._ready - unavailable
-            lam = self._load_rate(all_envs, elapsed0 + sub * dt)
-            if cfg.arrival_noise > 0:
-                sig = cfg.arrival_noise
-                lam = lam * np.exp(sig * self._rng.standard_normal(n) - 0.5 * sig * sig)
-            served, b1, drop, p50, p99, cpu_u, ws, infl = self._service(all_envs, lam, serving, self._backlog, dt)
+            if rolling:
+                down = np.minimum(np.ceil(cfg.restart_max_unavailable * self._ready), self._ready)
+                serving = self._ready - down * (self._rollout_left_s > 0)
+                self._rollout_left_s = np.maximum(self._rollout_left_s - dt, 0.0)
+            else:
+                serving = self._ready.copy()
+            lam = lam_all[i]
+            served, b1, drop, p50, p99, cpu_u, ws, infl = self._service(every, lam, serving, self._backlog, dt)
 
-            # OOM kills: pods whose working set (spread across pods) exceeds the memory limit.
-            z = (ws - self.memory_limit_mib) / (cfg.memory_spread * np.maximum(ws, 1e-9))
-            p_over = 1.0 / (1.0 + np.exp(-_OOM_LOGIT * z))
-            at_risk = np.flatnonzero((p_over > 1e-4) & (serving > 0))
+            # OOM kills: working sets spread across pods (normal, CV memory_spread); a pod whose
+            # working set passes its limit is killed, drops its requests and restarts.
+            at_risk = np.flatnonzero((ws > self.memory_limit_mib * (1.0 - 4.0 * cfg.memory_spread)) & (serving > 0))
             if at_risk.size:
+                w = ws[at_risk]
+                z = (w - self.memory_limit_mib[at_risk]) / (cfg.memory_spread * w)
+                p_over = 1.0 / (1.0 + np.exp(-_OOM_LOGIT * z))
                 kills = np.zeros(n)
-                kills[at_risk] = self._rng_endo.binomial(serving[at_risk].astype(np.int64), p_over[at_risk])
+                kills[at_risk] = self._rng_endo.binomial(serving[at_risk].astype(np.int64), p_over)
                 share = kills / np.maximum(serving, 1.0)
                 lost_backlog = b1 * share
-                lost_inflight = np.minimum(np.maximum(infl - b1 / np.maximum(serving, 1.0), 0.0) * kills, served)
-                b1 = b1 - lost_backlog
+                lost_inflight = np.minimum((infl - b1 / np.maximum(serving, 1.0)) * kills, served)
+                b1 -= lost_backlog
                 served = served - lost_inflight
                 drop = drop + lost_backlog + lost_inflight
                 self._ready -= kills
-                serving = serving - kills
+                serving -= kills
                 self._pending[(self._g_sub + self._delay) % self._ring] += kills
                 oom_kills += kills
 
             self._backlog = b1
-            self._inflight = infl * serving
-            self._serving = serving
-            offered += lam * dt
+            has = serving > 0
             served_sum += served
             dropped += drop
             p50_w += p50 * served
             p50_plain += p50
             np.maximum(p99_max, p99, out=p99_max)
-            has = serving > 0
-            cpu_sum += np.where(has, cpu_u, 0.0)
-            mem_sum += np.where(has, ws / self.memory_limit_mib, 0.0)
+            cpu_sum += cpu_u * has
+            ws_sum += ws * has
             valid += has
-            self._rollout_left_s = np.maximum(self._rollout_left_s - dt, 0.0)
             self._g_sub += 1
+        self._serving = serving
+        self._inflight = infl * serving
 
         # The interval's truth, as Prometheus would aggregate it.
-        with np.errstate(invalid="ignore", divide="ignore"):
-            p50 = np.where(served_sum > 0, p50_w / np.maximum(served_sum, 1e-12), p50_plain / cfg.substeps)
-            error_rate = np.where(offered > 0, dropped / np.maximum(offered, 1e-12), 0.0)
-            cpu_util = np.where(valid > 0, cpu_sum / np.maximum(valid, 1), np.nan)
-            mem_util = np.where(valid > 0, mem_sum / np.maximum(valid, 1), np.nan)
+        offered = lam_all.sum(axis=0) * dt
+        inv_valid = 1.0 / np.maximum(valid, 1.0)
+        no_data = np.where(valid > 0, 1.0, np.nan)
+        p50 = np.where(served_sum > 0, p50_w / np.maximum(served_sum, 1e-12), p50_plain / sub_n)
+        error_rate = dropped / np.maximum(offered, 1e-12)
+        cpu_util = cpu_sum * inv_valid * no_data
+        mem_util = ws_sum * inv_valid * no_data / self.memory_limit_mib
         queue = (self._backlog + self._inflight) / np.maximum(self._serving, 1.0)
-        row = self._hist[self._g_step % self._hist_len]
-        row[_M_RATE] = offered / cfg.step_s
-        row[_M_CPU] = cpu_util
-        row[_M_MEM] = mem_util
-        row[_M_P50] = p50
-        row[_M_P99] = p99_max
-        row[_M_ERR] = error_rate
-        row[_M_QUEUE] = queue
+        request_rate = offered / cfg.step_s
+        self._record(every, (request_rate, cpu_util, mem_util, p50, p99_max, error_rate, queue))
 
+        cpu_allocated = (self.replicas * self.cpu_limit_m).astype(np.float64)
         rew = reward(
             cfg.objective,
             latency_p99_ms=p99_max,
             error_rate=error_rate,
-            allocated_cpu_m=(self.replicas * self.cpu_limit_m).astype(np.float64),
+            allocated_cpu_m=cpu_allocated,
             max_cpu_m=self._max_cpu_m,
             replicas_changed=replicas_changed,
             limits_changed=limits_changed,
         )
-        violated = slo_violated(cfg.objective, p99_max, error_rate)
         self._g_step += 1
         self._t += 1
         self._ep_return += rew
@@ -582,25 +656,25 @@ class VectorSim:
 
         info: dict[str, Any] = {
             "timestamp": decision_now,
-            "load_row": self._row0 + (elapsed0 // TRACE_STEP_S).astype(np.int64),
             "offered": offered,
             "served": served_sum,
             "dropped": dropped,
-            "request_rate": offered / cfg.step_s,
+            "request_rate": request_rate,
             "latency_p50_ms": p50,
             "latency_p99_ms": p99_max,
             "error_rate": error_rate,
             "cpu_utilization": cpu_util,
             "memory_utilization": mem_util,
             "queue_per_replica": queue,
+            "backlog": self._backlog.copy(),
             "replicas": self.replicas.copy(),
             "ready_replicas": self._serving.copy(),
             "cpu_limit_m": self.cpu_limit_m.copy(),
             "memory_limit_mib": self.memory_limit_mib.copy(),
-            "cpu_allocated_m": (self.replicas * self.cpu_limit_m).astype(np.float64),
+            "cpu_allocated_m": cpu_allocated,
             "memory_allocated_mib": (self.replicas * self.memory_limit_mib).astype(np.float64),
             "cpu_used_m": np.nan_to_num(cpu_util) * self.cpu_limit_m * self._serving,
-            "slo_violated": violated,
+            "slo_violated": slo_violated(cfg.objective, p99_max, error_rate),
             "oom_kills": oom_kills,
             "replicas_changed": replicas_changed,
             "limits_changed": limits_changed,
@@ -608,7 +682,6 @@ class VectorSim:
             "scaled_down": r_new < old_replicas,
             "reward": rew,
         }
-        self._mask = None
         self._observe()
         if self.autoreset and truncated.any():
             done = np.flatnonzero(truncated)
@@ -620,35 +693,29 @@ class VectorSim:
         return self._obs.copy(), rew, terminated, truncated, info
 
     def _observe(self, idx: IntArray | None = None) -> None:
-        """Fill the observation columns from the metrics pipeline (delayed, noisy, maybe missing) and encode."""
+        """Fill the observation columns — exact Deployment spec, delayed noisy metrics — and encode them."""
         cfg = self.config
         sel: IntArray | slice = slice(None) if idx is None else idx
-        k = self.n_envs if idx is None else idx.size
         c = self._cols
         c["timestamp"][sel] = self.now[sel]
         c["replicas"][sel] = self.replicas[sel]
         c["ready_replicas"][sel] = self._serving[sel]
         c["cpu_limit_m"][sel] = self.cpu_limit_m[sel]
         c["memory_limit_mib"][sel] = self.memory_limit_mib[sel]
-        cur = self._hist[(self._g_step - 1 - cfg.scrape_delay_steps) % self._hist_len]
-        prev = self._hist[(self._g_step - 1 - cfg.scrape_delay_steps - self._trend_steps) % self._hist_len]
-        sig = cfg.metric_noise
-        noise = np.exp(sig * self._rng.standard_normal((9, k)) - 0.5 * sig * sig) if sig > 0 else np.ones((9, k))
-        missing = self._rng.random(k) < cfg.metrics_missing_prob if cfg.metrics_missing_prob > 0 else np.zeros(k, bool)
-        gap = np.where(missing, np.nan, 1.0)
-        c["request_rate"][sel] = cur[_M_RATE, sel] * noise[0] * gap
-        c["cpu_utilization"][sel] = cur[_M_CPU, sel] * noise[1] * gap
-        c["memory_utilization"][sel] = cur[_M_MEM, sel] * noise[2] * gap
-        c["latency_p50_ms"][sel] = cur[_M_P50, sel] * noise[3] * gap
-        c["latency_p99_ms"][sel] = cur[_M_P99, sel] * noise[4] * gap
-        c["error_rate"][sel] = np.minimum(cur[_M_ERR, sel] * noise[5], 1.0) * gap
-        c["queue_per_replica"][sel] = cur[_M_QUEUE, sel] * noise[6] * gap
-        c["request_rate_prev"][sel] = prev[_M_RATE, sel] * noise[7] * gap
-        c["latency_p99_prev_ms"][sel] = prev[_M_P99, sel] * noise[8] * gap
+        cur = self._seen[(self._g_step - 1 - cfg.scrape_delay_steps) % self._hist_len]
+        prev = self._seen[(self._g_step - 1 - cfg.scrape_delay_steps - self._trend_steps) % self._hist_len]
+        raw = self._raw
+        for row, source in zip(self._metric_rows, (*cur, prev[_M_RATE], prev[_M_P99]), strict=True):
+            raw[row, sel] = source[sel]
+        if cfg.metrics_missing_prob > 0:
+            # A failed Prometheus query: every metric of that env is unknown at this decision.
+            k = self.n_envs if idx is None else idx.size
+            gap = np.where(self._rng.random(k) < cfg.metrics_missing_prob, np.nan, 1.0)
+            raw[self._metric_rows[:, None], sel] *= gap
         if idx is None:
-            self._obs[:] = encode(c)
+            self._obs[:] = encode_matrix(raw)
         else:
-            self._obs[idx] = encode({name: col[idx] for name, col in c.items()})
+            self._obs[idx] = encode_matrix(raw[:, idx])
         self._mask = None
 
 
@@ -681,6 +748,7 @@ LOG_KEYS: tuple[str, ...] = (
     "cpu_utilization",
     "memory_utilization",
     "queue_per_replica",
+    "backlog",
     "replicas",
     "ready_replicas",
     "cpu_limit_m",

@@ -124,6 +124,12 @@ class SimConfig(BaseModel):
     load_target_utilization: float = Field(
         0.7, gt=0, le=1, description="Utilisation at which the scaling above counts a replica as needed."
     )
+    absolute_rps_per_unit: float | None = Field(
+        None,
+        gt=0,
+        description="If set, a series value v means v × this requests/s (1/60 for requests per minute), and "
+        "target_replicas_p95 is ignored: for experiments at a known absolute load.",
+    )
     load_scale_range: tuple[float, float] = Field(
         (1.0, 1.0), description="Per-episode load multiplier drawn uniformly from [lo, hi] (1, 1 = as scaled)."
     )
