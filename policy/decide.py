@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from rlscale.policy.actions import ACTION_NAMES, N_ACTIONS, NOOP
 from rlscale.policy.baselines import (
     BaselineConfig,

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
 from rlscale.policy.actions import CPU_STEPS, MEMORY_STEPS, propose_replicas
 from rlscale.policy.limits import ScalingLimits
 

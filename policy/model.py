@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
+
 from rlscale.policy.actions import N_ACTIONS, action_table
 from rlscale.policy.spec import FEATURE_NAMES, N_FEATURES, SPEC_HASH
 
@@ -54,7 +55,8 @@ def masked_argmax(logits: npt.NDArray[np.float32], allowed: npt.NDArray[np.bool_
     The no-op (column 0) is always allowed, so a row is never empty.
     """
     masked = np.where(allowed, logits, -np.inf)
-    return np.argmax(masked, axis=-1).astype(np.int64)
+    best: npt.NDArray[np.int64] = np.argmax(masked, axis=-1).astype(np.int64)
+    return best
 
 
 class PolicyModel:

@@ -26,6 +26,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+
 from rlscale.policy.actions import action_table
 
 SPEC_VERSION = 1
@@ -141,13 +142,14 @@ _FLOOR = _col([f.floor for f in FEATURES])
 _LO = _col([f.lo for f in FEATURES])
 _HI = _col([f.hi for f in FEATURES])
 _FILL = _col([f.fill for f in FEATURES])
-_RATIO, _LOG, _SIN, _COS, _TREND, _AVAIL = (
-    _rows(k) for k in ("ratio", "log_ratio", "sin", "cos", "trend", "available")
-)
+_KINDS = ("ratio", "log_ratio", "sin", "cos", "trend", "available")
+_RATIO, _LOG, _SIN, _COS, _TREND, _AVAIL = (_rows(k) for k in _KINDS)
 _LOG_SCALE = np.log1p(_col([FEATURES[i].scale for i in _LOG]))
+# sin and cos in one call: cos(x) = sin(x + π/2).
 _CYC = np.concatenate([_SIN, _COS])
 _PERIOD = _col([FEATURES[i].scale for i in _CYC])
 _OFFSET = _col([FEATURES[i].offset for i in _CYC])
+_PHASE_SHIFT = _col([0.0] * len(_SIN) + [np.pi / 2] * len(_COS))
 _CORE = np.array([_ROW[name] for name in CORE_METRICS], dtype=np.intp)
 
 
@@ -169,18 +171,21 @@ SPEC_HASH: str = hashlib.sha256(
 
 
 def encode_matrix(raw: Array) -> npt.NDArray[np.float32]:
-    """Encode a raw matrix of shape ``(len(RAW_COLUMNS), n)`` into observations ``(n, N_FEATURES)``."""
-    num, den = raw[_NUM], np.where(_HAS_DEN, raw[_DEN], 1.0)
-    out = np.empty_like(num)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out[_RATIO] = num[_RATIO] / np.maximum(den[_RATIO], _FLOOR[_RATIO])
-        out[_LOG] = np.log1p(np.maximum(num[_LOG], 0.0) / np.maximum(den[_LOG], _FLOOR[_LOG])) / _LOG_SCALE
-        phase = (2.0 * np.pi) * ((num[_CYC] + _OFFSET) % _PERIOD) / _PERIOD
-        n_sin = len(_SIN)
-        out[_SIN] = np.sin(phase[:n_sin])
-        out[_COS] = np.cos(phase[n_sin:])
-        out[_TREND] = np.log((np.maximum(num[_TREND], 0.0) + 1.0) / (np.maximum(den[_TREND], 0.0) + 1.0))
-        out[_AVAIL] = ~np.isnan(raw[_CORE]).any(axis=0)
+    """Encode a raw matrix of shape ``(len(RAW_COLUMNS), n)`` into observations ``(n, N_FEATURES)``.
+
+    Written for few numpy calls, since the operator calls it with ``n = 1``: the ratio is
+    computed for every feature at once (ratio features have ``lo >= 0``, so clamping the
+    numerator at 0 first changes nothing after the final clip), then each other kind
+    overwrites its rows. NaN propagates without warnings and becomes ``fill`` at the end.
+    """
+    num = np.maximum(raw[_NUM], 0.0)
+    den = np.where(_HAS_DEN, raw[_DEN], 1.0)
+    out = num / np.maximum(den, _FLOOR)
+    out[_LOG] = np.log1p(out[_LOG]) / _LOG_SCALE
+    out[_TREND] = np.log((num[_TREND] + 1.0) / (np.maximum(den[_TREND], 0.0) + 1.0))
+    ts = raw[_NUM[_CYC]]
+    out[_CYC] = np.sin((2.0 * np.pi) * ((ts + _OFFSET) % _PERIOD) / _PERIOD + _PHASE_SHIFT)
+    out[_AVAIL] = ~np.isnan(raw[_CORE]).any(axis=0)
     out = np.where(np.isfinite(out), out, _FILL)
     return np.minimum(np.maximum(out, _LO), _HI).T.astype(np.float32)
 

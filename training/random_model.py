@@ -7,6 +7,7 @@ models come from :mod:`rlscale.training` PPO export instead.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,7 +38,7 @@ def random_mlp_onnx(
     dims = [n_features, hidden, hidden, n_actions]
     inits, nodes = [], []
     x = INPUT_NAME
-    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+    for i, (d_in, d_out) in enumerate(itertools.pairwise(dims)):
         w = (rng.standard_normal((d_in, d_out)) / np.sqrt(d_in)).astype(np.float32)
         b = np.zeros(d_out, dtype=np.float32)
         inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]

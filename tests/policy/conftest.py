@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+
 from rlscale.policy.decide import Observation
 
 T0 = 1_700_000_000.0  # a fixed wall-clock origin (2023-11-14, a Tuesday)

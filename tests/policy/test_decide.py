@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+
 from rlscale.policy.actions import ACTION_BY_NAME, N_ACTIONS
 from rlscale.policy.decide import ControllerState, DecisionConfig, decide
 from rlscale.policy.gate import GateConfig

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from rlscale.policy.gate import GateConfig, GateState, choose, record_outcome
 
 

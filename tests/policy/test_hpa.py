@@ -7,6 +7,7 @@ Each test names the section of the HPA documentation
 from __future__ import annotations
 
 import pytest
+
 from rlscale.policy.baselines import HpaConfig, HpaScalingPolicy, HpaState, hpa_recommend
 
 T0 = 1_000_000.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from rlscale.policy.actions import ACTION_BY_NAME
 from rlscale.policy.limits import ScalingLimits
 from rlscale.policy.mask import MaskRule, ScalingState, action_mask, enforce

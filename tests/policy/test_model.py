@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from rlscale.policy.actions import N_ACTIONS
 from rlscale.policy.model import (
     META_ACTIONS,

@@ -20,6 +20,7 @@ import math
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from rlscale.policy.actions import N_ACTIONS
 from rlscale.policy.baselines import BaselineConfig, HpaConfig
 from rlscale.policy.decide import ControllerState, DecisionConfig, Observation, decide

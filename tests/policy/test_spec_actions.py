@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from rlscale.policy import spec
 from rlscale.policy.actions import ACTION_NAMES, ACTIONS, N_ACTIONS, NOOP, propose_replicas
 from rlscale.policy.decide import DecisionConfig
