@@ -184,9 +184,9 @@ def evaluate(
     return MaskResult(
         allowed=allowed,
         reason=reason,
-        replicas=np.where(allowed, tr, r).astype(np.int64),
-        cpu_limit_m=np.where(allowed, tc, c).astype(np.int64),
-        memory_limit_mib=np.where(allowed, tm, m).astype(np.int64),
+        replicas=np.where(allowed, tr, r),
+        cpu_limit_m=np.where(allowed, tc, c),
+        memory_limit_mib=np.where(allowed, tm, m),
     )
 
 
