@@ -25,9 +25,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
-from rlscale.operator.rbac import API_CALLS, ApiCall
 
 from rlscale.devstack.tools import locate_tools_bin
+from rlscale.operator.rbac import API_CALLS, ApiCall
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "rlscale"
@@ -154,7 +154,7 @@ def _diff(path: Path, want: str) -> str:
     have = path.read_text() if path.is_file() else ""
     if have == want:
         return ""
-    rel = path.relative_to(ROOT)
+    rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     return "".join(
         difflib.unified_diff(have.splitlines(True), want.splitlines(True), f"a/{rel}", f"b/{rel} (generated)")
     )
