@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+
 from rlscale.policy.actions import N_ACTIONS
 from rlscale.training.sim import VectorSim
 from rlscale.training.sim_config import SimConfig

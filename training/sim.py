@@ -17,8 +17,9 @@ same world, which is what makes the evaluation's comparison fair.
 
 Randomness comes from two generators: one for exogenous noise (arrivals, metric noise,
 scrape gaps, episode windows) whose draws never depend on the policy, one for what the
-policy causes (which pods get OOM-killed). Two policies run with the same seed therefore
-face the same load and the same measurement noise (common random numbers).
+policy causes (how many pods an OOM kills, rounded stochastically). Two policies run with
+the same seed therefore face the same load and the same measurement noise (common random
+numbers).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
 from rlscale.policy.actions import N_ACTIONS, propose_replicas
 from rlscale.policy.decide import Observation
 from rlscale.policy.mask import MaskResult, ScalingState, action_mask, action_proposals, evaluate
@@ -121,7 +123,10 @@ class VectorSim:
     objects keep their clock; plain arrays start at unix time 0). Each episode plays a
     random window of ``episode_steps`` decisions of a random series (uniform over series);
     a series shorter than that is played whole, so its episodes are shorter.
-    ``fixed_start=True`` starts every episode at row 0 (evaluation).
+    ``fixed_start=True`` starts every episode at row 0 (evaluation). ``common_noise=True``
+    gives every env the same exogenous draws (series, window, load multiplier, arrival and
+    metric noise, scrape gaps) — and the same as a single env with that seed — so policies
+    compared side by side face identical conditions.
 
     With ``autoreset`` (the default, as gymnasium vector envs in same-step mode), an env
     whose episode ended is reset inside :meth:`step`: the returned observation is the new
@@ -139,6 +144,7 @@ class VectorSim:
         *,
         autoreset: bool = True,
         fixed_start: bool = False,
+        common_noise: bool = False,
         episode_steps: int | None = None,
     ) -> None:
         if n_envs < 1:
@@ -147,6 +153,7 @@ class VectorSim:
         self.n_envs = n_envs
         self.autoreset = autoreset
         self.fixed_start = fixed_start
+        self.common_noise = common_noise
         self.episode_steps = episode_steps if episode_steps is not None else config.episode_steps
         if self.episode_steps < 1:
             raise ValueError(f"episode_steps must be >= 1, got {self.episode_steps}")
@@ -355,6 +362,10 @@ class VectorSim:
         self._rng = np.random.default_rng(exo)
         self._rng_endo = np.random.default_rng(endo)
 
+    def _width(self, k: int) -> int:
+        """How many independent exogenous draws a batch of ``k`` envs gets: 1 when they share noise."""
+        return 1 if self.common_noise else k
+
     def _check_ready(self) -> None:
         if self._needs_reset:
             raise RuntimeError("call reset() before stepping the simulator")
@@ -453,7 +464,7 @@ class VectorSim:
         k = truth[0].size
         sig = cfg.metric_noise
         if sig > 0:
-            noise = np.exp(sig * self._rng.standard_normal((_N_METRICS, k)) - 0.5 * sig * sig)
+            noise = np.exp(sig * self._rng.standard_normal((_N_METRICS, self._width(k))) - 0.5 * sig * sig)
             for m in range(_N_METRICS):
                 row[m, idx] = truth[m] * noise[m]
         else:
@@ -464,12 +475,12 @@ class VectorSim:
     def _reset_envs(self, idx: IntArray) -> None:
         cfg, lim, s = self.config, self.config.limits, self._series
         k = idx.size
-        rng = self._rng
-        ser = rng.integers(0, s.length.size, size=k)
+        rng, w = self._rng, self._width(k)
+        ser = np.broadcast_to(rng.integers(0, s.length.size, size=w), (k,))
         length = s.length[ser]
         rows_needed = math.ceil(self.episode_steps * cfg.step_s / TRACE_STEP_S - 1e-9)
         slack = np.maximum(length - rows_needed, 0)
-        start = np.zeros(k, dtype=np.int64) if self.fixed_start else rng.integers(0, slack + 1)
+        start = np.zeros(k, dtype=np.int64) if self.fixed_start else (rng.random(w) * (slack + 1)).astype(np.int64)
         self._series_idx[idx] = ser
         self._row0[idx] = s.offset[ser] + start
         self._row_last[idx] = s.offset[ser] + length - 1
@@ -478,7 +489,7 @@ class VectorSim:
         self._t[idx] = 0
         self._start_s[idx] = s.start_s[ser] + start * TRACE_STEP_S
         lo, hi = cfg.load_scale_range
-        self._scale[idx] = s.scale[ser] * (rng.uniform(lo, hi, size=k) if hi > lo else lo)
+        self._scale[idx] = s.scale[ser] * (rng.uniform(lo, hi, size=w) if hi > lo else lo)
         self._ep_return[idx] = 0.0
 
         self.cpu_limit_m[idx] = cfg.initial_cpu_limit_m
@@ -508,9 +519,8 @@ class VectorSim:
             back_s = -j * cfg.step_s
             rows = np.maximum(self._row0[idx] + int(back_s // TRACE_STEP_S), s.offset[ser])
             lam = s.flat[rows] * self._scale[idx]
-            _, _, drop, p50, p99, cpu_u, ws, infl = self._service(idx, lam, ready, np.zeros(k), cfg.step_s)
-            offered = lam * cfg.step_s
-            err = np.where(offered > 0, drop / np.maximum(offered, 1e-12), 0.0)
+            served, _, drop, p50, p99, cpu_u, ws, infl = self._service(idx, lam, ready, np.zeros(k), cfg.step_s)
+            err = drop / np.maximum(served + drop, 1e-12)
             mem_u = ws / self.memory_limit_mib[idx]
             self._record(idx, (lam, np.where(ready > 0, cpu_u, np.nan), mem_u, p50, p99, err, infl), back=j)
         self._mask = None
@@ -566,7 +576,7 @@ class VectorSim:
         lam_all = self._series.flat[np.stack(sub_rows)] * self._scale
         if cfg.arrival_noise > 0:
             sig = cfg.arrival_noise
-            lam_all *= np.exp(sig * self._rng.standard_normal((sub_n, n)) - 0.5 * sig * sig)
+            lam_all *= np.exp(sig * self._rng.standard_normal((sub_n, self._width(n))) - 0.5 * sig * sig)
 
         served_sum = np.zeros(n)
         dropped = np.zeros(n)
@@ -595,12 +605,16 @@ class VectorSim:
             # OOM kills: working sets spread across pods (normal, CV memory_spread); a pod whose
             # working set passes its limit is killed, drops its requests and restarts.
             at_risk = np.flatnonzero((ws > self.memory_limit_mib * (1.0 - 4.0 * cfg.memory_spread)) & (serving > 0))
+            # Shared draws are taken every sub-step, so the stream stays aligned across batch sizes.
+            shared_u = self._rng_endo.random(1) if self.common_noise else None
             if at_risk.size:
                 w = ws[at_risk]
                 z = (w - self.memory_limit_mib[at_risk]) / (cfg.memory_spread * w)
                 p_over = 1.0 / (1.0 + np.exp(-_OOM_LOGIT * z))
                 kills = np.zeros(n)
-                kills[at_risk] = self._rng_endo.binomial(serving[at_risk].astype(np.int64), p_over)
+                # Expected kills, stochastically rounded to whole pods.
+                u = shared_u if shared_u is not None else self._rng_endo.random(at_risk.size)
+                kills[at_risk] = np.floor(serving[at_risk] * p_over + u)
                 share = kills / np.maximum(serving, 1.0)
                 lost_backlog = b1 * share
                 lost_inflight = np.minimum((infl - b1 / np.maximum(serving, 1.0)) * kills, served)
@@ -631,7 +645,10 @@ class VectorSim:
         inv_valid = 1.0 / np.maximum(valid, 1.0)
         no_data = np.where(valid > 0, 1.0, np.nan)
         p50 = np.where(served_sum > 0, p50_w / np.maximum(served_sum, 1e-12), p50_plain / sub_n)
-        error_rate = dropped / np.maximum(offered, 1e-12)
+        np.minimum(p50, p99_max, out=p50)  # a weighted mean of capped values can round past the cap
+        # As Prometheus counts it: failed responses over all responses of the interval (a dropped
+        # request may have arrived in an earlier interval, so offered is not the denominator).
+        error_rate = dropped / np.maximum(served_sum + dropped, 1e-12)
         cpu_util = cpu_sum * inv_valid * no_data
         mem_util = ws_sum * inv_valid * no_data / self.memory_limit_mib
         queue = (self._backlog + self._inflight) / np.maximum(self._serving, 1.0)
@@ -710,7 +727,7 @@ class VectorSim:
         if cfg.metrics_missing_prob > 0:
             # A failed Prometheus query: every metric of that env is unknown at this decision.
             k = self.n_envs if idx is None else idx.size
-            gap = np.where(self._rng.random(k) < cfg.metrics_missing_prob, np.nan, 1.0)
+            gap = np.where(self._rng.random(self._width(k)) < cfg.metrics_missing_prob, np.nan, 1.0)
             raw[self._metric_rows[:, None], sel] *= gap
         if idx is None:
             self._obs[:] = encode_matrix(raw)
@@ -814,12 +831,18 @@ def run_episodes(
     Each callback sees its own env's (delayed, noisy) :class:`Observation` every interval
     and returns the replicas and limits to set. Nothing is masked here: the callback is
     the decision function, which masks and enforces itself (``decide`` does).
+
+    All callbacks face the same load and the same noise, identical to what
+    :func:`run_episode` with this seed gives a single callback (common random numbers:
+    differences between policies are theirs, not the dice's).
     """
     n = len(decide_fns)
     if n == 0:
         raise ValueError("decide_fns: give at least one callback")
     trace = load if isinstance(load, Trace) else None
-    sim = VectorSim(config, load, n_envs=n, seed=seed, autoreset=False, fixed_start=True, episode_steps=10**12)
+    sim = VectorSim(
+        config, load, n_envs=n, seed=seed, autoreset=False, fixed_start=True, common_noise=True, episode_steps=10**12
+    )
     sim.reset()
     steps = int(sim._ep_len[0])
     logs = {key: [] for key in LOG_KEYS}  # type: dict[str, list[np.ndarray]]

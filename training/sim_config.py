@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from rlscale.policy.limits import ScalingLimits
 from rlscale.policy.reward import Objective
 

@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 import numpy.typing as npt
 from gymnasium import spaces
+
 from rlscale.policy.actions import N_ACTIONS
 from rlscale.policy.spec import FEATURES, N_FEATURES
 from rlscale.training.sim import LoadLike, VectorSim

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from rlscale.training.workloads import (
     MONDAY_EPOCH_S,
     PATTERNS,
