@@ -234,6 +234,22 @@ def load_trace(path: str | os.PathLike[str], *, name: str | None = None, start_s
     )
 
 
+def write_trace(path: str | os.PathLike[str], values: npt.ArrayLike) -> Path:
+    """Write a per-minute series in the ``t_seconds,value`` format (for converting public traces).
+
+    Integers are written as integers, so a file of counts round-trips byte for byte.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1 or v.size < 2:
+        raise ValueError(f"values must be a 1-D series of at least 2 rows, got shape {v.shape}")
+    if not np.all(np.isfinite(v)) or np.any(v < 0):
+        raise ValueError("values must be finite and >= 0")
+    p = Path(path)
+    rows = (f"{i * TRACE_STEP_S},{int(x) if x.is_integer() else repr(float(x))}" for i, x in enumerate(v))
+    p.write_text(_HEADER + "\n" + "\n".join(rows) + "\n")
+    return p
+
+
 def traces_dir() -> Path:
     """Where the public traces live: ``$RLSCALE_TRACES_DIR``, else ``<repo>/../shared/traces``."""
     env = os.environ.get("RLSCALE_TRACES_DIR")

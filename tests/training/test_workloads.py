@@ -25,6 +25,7 @@ from rlscale.training.workloads import (
     traces_dir,
     training_mix,
     weekly,
+    write_trace,
 )
 
 # Rows and SHA-256 as published in the traces' README.
@@ -218,3 +219,18 @@ def test_training_mix_refuses_to_train_on_other_windows() -> None:
 def test_unknown_pattern_is_named() -> None:
     with pytest.raises(ValueError, match="unknown pattern 'sine'"):
         generate("sine", 100, 0)
+
+
+def test_write_trace_round_trips(tmp_path: Path) -> None:
+    values = np.array([0, 3, 12.5, 7])
+    path = write_trace(tmp_path / "t.csv", values)
+    assert path.read_text().splitlines()[:3] == ["t_seconds,value", "0,0", "60,3"]
+    np.testing.assert_array_equal(load_trace(path).values, values)
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        write_trace(tmp_path / "bad.csv", [1.0, -2.0])
+
+
+def test_real_trace_round_trips_byte_for_byte(traces: Path, tmp_path: Path) -> None:
+    source = traces / "worldcup98_1998-06-24_7d_1min.csv"
+    copy = write_trace(tmp_path / "copy.csv", load_trace(source).values)
+    assert copy.read_bytes() == source.read_bytes()
