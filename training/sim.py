@@ -707,7 +707,7 @@ class VectorSim:
             info["episode_length"] = np.where(truncated, self._t, 0)
             self._reset_envs(done)
             self._observe(done)
-        return self._obs.copy(), rew, terminated, truncated, info
+        return self._obs, rew, terminated, truncated, info
 
     def _observe(self, idx: IntArray | None = None) -> None:
         """Fill the observation columns — exact Deployment spec, delayed noisy metrics — and encode them."""
@@ -730,7 +730,8 @@ class VectorSim:
             gap = np.where(self._rng.random(self._width(k)) < cfg.metrics_missing_prob, np.nan, 1.0)
             raw[self._metric_rows[:, None], sel] *= gap
         if idx is None:
-            self._obs[:] = encode_matrix(raw)
+            # A fresh array each step: callers may keep it, and later resets write into the next one.
+            self._obs = encode_matrix(raw)
         else:
             self._obs[idx] = encode_matrix(raw[:, idx])
         self._mask = None

@@ -375,3 +375,21 @@ def test_pod_accounting_holds_under_random_actions() -> None:
         assert np.all((info["error_rate"] >= 0) & (info["error_rate"] <= 1 + 1e-12))
         assert np.all(info["latency_p99_ms"] >= info["latency_p50_ms"])
     assert kills > 0  # the scenario does exercise restarts
+
+
+@pytest.mark.parametrize(
+    ("step_s", "substeps", "expected"),
+    [
+        (60.0, 4, [100.0, 200.0, 300.0, 400.0]),
+        (30.0, 1, [100.0, 100.0, 200.0, 200.0]),  # a trace minute spans two decisions
+        (120.0, 4, [150.0, 350.0, 550.0, 750.0]),  # a decision spans two trace minutes
+        (90.0, 3, [400 / 3, 800 / 3, 1300 / 3, 1700 / 3]),  # 1.5 minutes per decision
+    ],
+)
+def test_decision_interval_maps_onto_trace_minutes(step_s: float, substeps: int, expected: list[float]) -> None:
+    cfg = quiet(step_s=step_s, substeps=substeps, startup_delay_s=0.0)
+    sim = VectorSim(cfg, np.arange(1.0, 41.0) * 100.0, seed=0, fixed_start=True)
+    sim.reset()
+    rates = [float(i["request_rate"][0]) for i in hold(sim, 4)]
+    assert rates == pytest.approx(expected)
+    assert sim.episode_lengths[0] == min(cfg.episode_steps, int(40 * 60 // step_s))
