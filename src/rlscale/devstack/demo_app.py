@@ -88,15 +88,21 @@ class CpuAllowance(BaseModel):
     source: str
 
 
-def _parse_cgroup_v2(text: str) -> float | None:
-    """Cores from a cgroup v2 ``cpu.max`` line (``"<quota|max> <period>"``); None when unlimited."""
+def _parse_cgroup_v2(path: Path) -> float | None:
+    """Cores from a cgroup v2 ``cpu.max`` file (``"<quota|max> <period>"``); None when unlimited."""
+    text = path.read_text().strip()
     parts = text.split()
-    if len(parts) != 2:
-        raise ValueError(f"cpu.max: expected '<quota> <period>', got {text.strip()!r}")
-    quota, period = parts
-    if quota == "max":
-        return None
-    return int(quota) / int(period)
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        if parts[0] == "max":
+            return None
+        quota, period = int(parts[0]), int(parts[1])
+        if quota <= 0 or period <= 0:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{path}: expected '<quota|max> <period>' (positive integers), got {text!r}") from None
+    return quota / period
 
 
 def _own_cgroup_v2_path(proc_cgroup: Path) -> str | None:
@@ -132,7 +138,7 @@ def read_cpu_allowance(
     candidates.append(cgroup_root / "cpu.max")
     for path in candidates:
         if path.is_file():
-            cores = _parse_cgroup_v2(path.read_text())
+            cores = _parse_cgroup_v2(path)
             if cores is not None:
                 return CpuAllowance(cores=min(cores, cpus_available), source=f"cgroup v2 {path}")
             break
