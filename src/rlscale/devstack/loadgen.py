@@ -279,7 +279,7 @@ class LoadConfig(BaseModel):
     @model_validator(mode="after")
     def _scaling(self) -> Self:
         if self.peak_rps is not None and self.scale is not None:
-            raise ValueError("give at most one of peak_rps and scale")
+            raise ValueError("peak_rps: give at most one of peak_rps and scale")
         if self.trace is not None and self.peak_rps is None and self.scale is None:
             raise ValueError(
                 "trace: a trace's values are in its source's own units; give peak_rps (map its busiest step "
@@ -461,15 +461,27 @@ class LoadGenerator:
         )
 
 
+_FLAGS = {"duration_s": "duration", "offset_s": "offset", "timeout_s": "timeout", "report_every_s": "report-every"}
+
+
+def _flag(field: str) -> str:
+    return "--" + _FLAGS.get(field, field).replace("_", "-")
+
+
 def _describe(exc: ValidationError) -> str:
-    """One line per invalid field, named as its command-line flag."""
-    flags = {"duration_s": "duration", "offset_s": "offset", "timeout_s": "timeout", "report_every_s": "report-every"}
+    """One line per invalid field, named as its command-line flag.
+
+    Cross-field rules raise messages that start with the field they are about
+    (``"trace: ..."``); that name becomes the flag too.
+    """
     parts = []
     for err in exc.errors():
-        loc = [flags.get(str(p), str(p)) for p in err["loc"]]
-        name = "--" + "-".join(loc).replace("_", "-") if loc else "config"
         msg = str(err["msg"]).removeprefix("Value error, ")
-        parts.append(f"{name}: {msg}")
+        if err["loc"]:
+            parts.append(f"{_flag(str(err['loc'][0]))}: {msg}")
+            continue
+        field, sep, rest = msg.partition(": ")
+        parts.append(f"{_flag(field)}: {rest}" if sep and field in LoadConfig.model_fields else msg)
     return "; ".join(parts)
 
 
