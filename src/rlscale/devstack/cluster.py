@@ -157,6 +157,33 @@ def _openssl(*args: str, cwd: Path) -> None:
         raise ClusterStartError("pki", f"openssl {' '.join(args)} failed:\n{proc.stderr.strip()}")
 
 
+# ECDSA P-256 for CAs and TLS (fast to generate, like envtest's tinyca); the
+# ServiceAccount signing key stays RSA (RS256 is what every token consumer expects).
+_EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")
+
+
+def _make_ca(d: Path, name: str, cn: str) -> None:
+    """Self-signed CA ``<name>.crt``/``<name>.key`` in ``d``."""
+    _openssl(
+        "req", "-x509", *_EC_KEY, "-nodes", "-days", "3650", "-subj", f"/CN={cn}",
+        "-keyout", f"{name}.key", "-out", f"{name}.crt",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        cwd=d,
+    )  # fmt: skip
+
+
+def _make_cert(d: Path, name: str, cn: str, ca: str, extensions: str) -> None:
+    """Leaf ``<name>.crt``/``<name>.key`` signed by CA ``<ca>`` with the given x509v3 extensions."""
+    (d / f"{name}.ext").write_text(f"{extensions}\nkeyUsage=critical,digitalSignature,keyEncipherment\n")
+    _openssl("req", *_EC_KEY, "-nodes", "-subj", f"/CN={cn}", "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
+        "-days", "3650", "-extfile", f"{name}.ext", "-out", f"{name}.crt",
+        cwd=d,
+    )  # fmt: skip
+
+
 class LocalCluster:
     """etcd + kube-apiserver + controller-manager + scheduler + kwok on loopback.
 
@@ -438,13 +465,7 @@ class LocalCluster:
 
     def _write_pki(self) -> None:
         d = self.pki_dir
-        _openssl(
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-            "-subj", "/CN=rlscale-devstack-ca", "-keyout", "ca.key", "-out", "ca.crt",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-            cwd=d,
-        )  # fmt: skip
+        _make_ca(d, "ca", "rlscale-devstack-ca")
         sans = [
             "IP:127.0.0.1",
             f"IP:{SERVICE_IP}",
@@ -459,19 +480,14 @@ class LocalCluster:
             sans.append(f"IP:{self.advertise_address}")
         except OSError:
             pass
-        (d / "apiserver.ext").write_text(
-            f"subjectAltName={','.join(sans)}\nextendedKeyUsage=serverAuth\n"
-            "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        _make_cert(
+            d, "apiserver", "kube-apiserver", "ca", f"subjectAltName={','.join(sans)}\nextendedKeyUsage=serverAuth"
         )
-        _openssl(
-            "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver",
-            "-keyout", "apiserver.key", "-out", "apiserver.csr", cwd=d,
-        )  # fmt: skip
-        _openssl(
-            "x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "3650", "-extfile", "apiserver.ext", "-out", "apiserver.crt",
-            cwd=d,
-        )  # fmt: skip
+        # Front-proxy (request-header) CA and client, as kubeadm sets up: without it the
+        # controller-manager and scheduler log "missing content for CA bundle" forever,
+        # and aggregated APIs could not authenticate the apiserver.
+        _make_ca(d, "front-proxy-ca", "rlscale-devstack-front-proxy-ca")
+        _make_cert(d, "front-proxy-client", "front-proxy-client", "front-proxy-ca", "extendedKeyUsage=clientAuth")
         # ServiceAccount token signing key (apiserver signs, verifies; KCM mints legacy).
         _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
         _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
@@ -568,6 +584,13 @@ class LocalCluster:
                 f"--tls-cert-file={d / 'apiserver.crt'}",
                 f"--tls-private-key-file={d / 'apiserver.key'}",
                 f"--client-ca-file={d / 'ca.crt'}",
+                f"--requestheader-client-ca-file={d / 'front-proxy-ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={d / 'front-proxy-client.crt'}",
+                f"--proxy-client-key-file={d / 'front-proxy-client.key'}",
                 f"--token-auth-file={d / 'tokens.csv'}",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={d / 'sa.pub'}",
