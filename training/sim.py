@@ -571,7 +571,7 @@ class VectorSim:
             base = self._row0 + self._t * self._rows_per_step
             sub_rows = [np.minimum(base + int(i * dt // TRACE_STEP_S), self._row_last) for i in range(sub_n)]
         else:
-            elapsed0 = self._t * cfg.step_s
+            elapsed0 = (self._t * cfg.step_s).astype(np.float64)
             sub_rows = [self._rows(slice(None), elapsed0 + i * dt) for i in range(sub_n)]
         lam_all = self._series.flat[np.stack(sub_rows)] * self._scale
         if cfg.arrival_noise > 0:

@@ -116,11 +116,12 @@ class Trace:
         n = len(self)
         a = round(n * train)
         b = round(n * (train + validation))
-        windows: dict[WindowName, Trace] = {"all": replace(self, window="all")}
-        for name, lo, hi in (("train", 0, a), ("validation", a, b), ("test", b, n)):
+        windows: dict[str, Trace] = {"all": replace(self, window="all")}
+        bounds: tuple[tuple[WindowName, int, int], ...] = (("train", 0, a), ("validation", a, b), ("test", b, n))
+        for name, lo, hi in bounds:
             if hi - lo < 1:
                 raise ValueError(f"split: the {name} window of {self.name!r} ({n} rows) would be empty")
-            windows[name] = self.window_of(name, lo, hi)  # type: ignore[arg-type]
+            windows[name] = self.window_of(name, lo, hi)
         return TraceSplit(windows)
 
     def provenance(self) -> dict[str, Any]:
