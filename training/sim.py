@@ -161,7 +161,9 @@ class VectorSim:
         lim = config.limits
         n = n_envs
         self._delay = config.startup_substeps
-        self._ring = self._delay + 1
+        # An OOM-killed container restarts after the kubelet's back-off, then starts up again.
+        self._oom_delay = max(math.ceil((config.startup_delay_s + config.oom_backoff_s) / config.dt_s - 1e-9), 1)
+        self._ring = max(self._delay, self._oom_delay) + 1
         self._trend_steps = max(1, math.ceil(TREND_WINDOW_S / config.step_s - 1e-9))
         self._hist_len = config.scrape_delay_steps + self._trend_steps + 1
         self._max_cpu_m = float(lim.max_replicas * lim.cpu_limit_max_m)
@@ -539,7 +541,7 @@ class VectorSim:
             self._last_down[down] = now[down]
             # Kubernetes deletes not-yet-ready pods first (the newest of them first), then ready ones.
             rem = np.maximum(-dr, 0).astype(np.float64)
-            for j in range(self._delay, -1, -1):
+            for j in range(self._ring - 1, -1, -1):
                 slot = self._pending[(self._g_sub + j) % self._ring]
                 take = np.minimum(slot, rem)
                 slot -= take
@@ -623,7 +625,7 @@ class VectorSim:
                 drop = drop + lost_backlog + lost_inflight
                 self._ready -= kills
                 serving -= kills
-                self._pending[(self._g_sub + self._delay) % self._ring] += kills
+                self._pending[(self._g_sub + self._oom_delay) % self._ring] += kills
                 oom_kills += kills
 
             self._backlog = b1

@@ -100,6 +100,13 @@ class SimConfig(BaseModel):
         description="Share of pods a limit change takes down at a time (the Deployment's maxUnavailable); the rollout "
         "lasts ceil(replicas / that many) × startup_delay_s.",
     )
+    oom_backoff_s: float = Field(
+        10.0,
+        ge=0,
+        le=300,
+        description="Restart back-off after an OOM kill before the container starts again (the kubelet's first "
+        "CrashLoopBackOff step is 10 s), on top of startup_delay_s.",
+    )
     memory_base_mib: float = Field(256.0, ge=0, description="Working set of an idle pod, MiB.")
     memory_per_inflight_mib: float = Field(2.0, ge=0, description="Working set added per in-flight request, MiB.")
     memory_spread: float = Field(

@@ -185,6 +185,23 @@ def test_memory_limit_below_working_set_oom_kills_and_drops() -> None:
     assert hold(constant(quiet(initial_memory_limit_mib=1024), 100.0), 3)[-1]["oom_kills"][0] == 0
 
 
+def test_oom_killed_pods_come_back_after_backoff_and_startup() -> None:
+    """A kill takes a pod out for the back-off plus the start-up delay (here 75 s + 30 s = 7 sub-steps)."""
+    cfg = quiet(initial_memory_limit_mib=200, memory_spread=0.001, startup_delay_s=30.0, oom_backoff_s=75.0)
+    sim = constant(cfg, 10.0)
+    first = hold(sim, 1)[0]
+    assert first["oom_kills"][0] == 4  # every pod is over 200 MiB: all killed in sub-step 0
+    assert first["ready_replicas"][0] == 0
+    assert first["served"][0] < 10.0 * 15.0  # served only during the first sub-step, minus in-flight lost
+    assert first["error_rate"][0] > 0.75
+    second = hold(sim, 1, memory_limit_mib=1024)[0]  # enough memory from now on
+    assert second["oom_kills"][0] == 0
+    # Back at the start of sub-step 7, the last of the second interval's four: 15 s of serving.
+    assert second["served"][0] == pytest.approx(10.0 * 15.0)
+    assert second["dropped"][0] == pytest.approx(10.0 * 45.0)
+    assert second["ready_replicas"][0] == 3  # one pod down for the rolling update of the new limit
+
+
 def test_backlog_grows_working_set_until_oom() -> None:
     """A queue of waiting requests costs memory: overload OOMs a pod with a tight limit."""
     cap = quiet().pod_capacity_rps(1000)
