@@ -23,9 +23,10 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 import torch
+from torch import nn
+
 from rlscale.policy.model import INPUT_NAME, OUTPUT_NAME, PolicyModel, model_metadata
 from rlscale.policy.spec import FEATURES, N_FEATURES
-from torch import nn
 
 #: The largest |torch − onnxruntime| logit difference an export may have.
 PARITY_TOLERANCE = 1e-4

@@ -25,8 +25,9 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 import torch
-from rlscale.training.ppo_config import PpoConfig
 from torch import nn
+
+from rlscale.training.ppo_config import PpoConfig, TrainConfig
 
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
@@ -148,6 +149,35 @@ def compute_gae(
     return adv, adv + values.astype(np.float64)
 
 
+class RewardScaler:
+    """Scale rewards by a running standard deviation of each env's discounted return.
+
+    The same statistic as gymnasium's ``NormalizeReward`` wrapper and SB3's
+    ``VecNormalize(norm_reward=True)``: without it the critic regresses onto returns whose
+    size depends on the reward weights (and a weight change would need new learning
+    rates). Only the *scale* changes, never the sign or the ordering of returns, so the
+    optimal policy is unchanged; and only the critic and advantages see scaled rewards.
+    """
+
+    def __init__(self, n_envs: int, gamma: float, epsilon: float = 1e-8) -> None:
+        self.gamma, self.epsilon = gamma, epsilon
+        self.returns = np.zeros(n_envs)
+        self.mean, self.var, self.count = 0.0, 1.0, epsilon
+
+    def __call__(self, rewards: npt.NDArray[np.float64], dones: BoolArray) -> npt.NDArray[np.float64]:
+        self.returns = self.returns * self.gamma + rewards
+        self._update(self.returns)
+        self.returns[dones] = 0.0
+        return rewards / np.sqrt(self.var + self.epsilon)
+
+    def _update(self, x: npt.NDArray[np.float64]) -> None:
+        """Chan et al.'s parallel update of the running mean and variance."""
+        batch_mean, batch_var, n = float(x.mean()), float(x.var()), x.size
+        delta, total = batch_mean - self.mean, self.count + n
+        m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
+        self.mean, self.var, self.count = self.mean + delta * n / total, m2 / total, total
+
+
 # --------------------------------------------------------------------------- loss
 
 
@@ -218,7 +248,8 @@ class Rollout:
     actions: npt.NDArray[np.int64]
     log_probs: npt.NDArray[np.float32]
     values: npt.NDArray[np.float32]
-    rewards: npt.NDArray[np.float64]
+    rewards: npt.NDArray[np.float64]  # as learned from (scaled when norm_reward)
+    raw_rewards: npt.NDArray[np.float64]  # as the environment gave them
     dones: BoolArray
 
     @classmethod
@@ -230,6 +261,7 @@ class Rollout:
             log_probs=np.zeros((n_steps, n_envs), np.float32),
             values=np.zeros((n_steps, n_envs), np.float32),
             rewards=np.zeros((n_steps, n_envs), np.float64),
+            raw_rewards=np.zeros((n_steps, n_envs), np.float64),
             dones=np.zeros((n_steps, n_envs), bool),
         )
 
@@ -320,9 +352,15 @@ class _Logger:
 
 
 def save_checkpoint(
-    path: Path, model: ActorCritic, optimizer: torch.optim.Optimizer, cfg: PpoConfig, update: int, global_step: int
+    path: Path,
+    model: ActorCritic,
+    optimizer: torch.optim.Optimizer,
+    cfg: PpoConfig,
+    update: int,
+    global_step: int,
+    training_info: dict[str, Any] | None = None,
 ) -> None:
-    """A checkpoint holds everything needed to export the actor or resume training."""
+    """A checkpoint holds everything needed to export the actor (with its provenance) or resume training."""
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
         {
@@ -333,6 +371,7 @@ def save_checkpoint(
             "n_actions": model.n_actions,
             "update": update,
             "global_step": global_step,
+            "training_info": training_info,
         },
         path,
     )
@@ -358,11 +397,13 @@ def run_ppo(
     progress: bool = True,
     tensorboard: bool = True,
     on_update: Callable[[UpdateStats], None] | None = None,
+    checkpoint_info: dict[str, Any] | None = None,
 ) -> PpoResult:
     """Train an actor-critic on ``env`` (already seeded by the caller) with masked PPO.
 
     With ``out_dir`` set, writes ``progress.csv``, ``tensorboard/`` and
-    ``checkpoints/update_NNNNN.pt`` (every ``cfg.checkpoint_every`` updates and at the end).
+    ``checkpoints/update_NNNNN.pt`` (every ``cfg.checkpoint_every`` updates and at the end),
+    each carrying ``checkpoint_info`` (the provenance an export from it will record).
     """
     torch.set_num_threads(cfg.torch_threads)
     rng = seed_everything(seed)
@@ -378,6 +419,7 @@ def run_ppo(
         raise ValueError(f"env observations have shape {next_obs.shape}, expected ({cfg.n_envs}, {n_features})")
     next_mask = np.asarray(env.action_masks(), dtype=bool)
     ep_return = np.zeros(cfg.n_envs)
+    scaler = RewardScaler(cfg.n_envs, cfg.gamma) if cfg.norm_reward else None
     start = time.perf_counter()
     global_step = 0
     bar = None
@@ -409,6 +451,9 @@ def run_ppo(
                 truncated = np.asarray(truncated, dtype=bool)
                 ep_return += reward
                 done = terminated | truncated
+                buf.raw_rewards[t] = reward
+                if scaler is not None:
+                    reward = scaler(reward, done)
                 cut = _final_obs(info, truncated & ~terminated)
                 if cut is not None:  # bootstrap time-limit cuts from the last observation's value
                     rows, final = cut
@@ -472,7 +517,7 @@ def run_ppo(
                 approx_kl=parts.approx_kl,
                 clip_fraction=parts.clip_fraction,
                 explained_variance=explained,
-                mean_step_reward=float(buf.rewards.mean()),
+                mean_step_reward=float(buf.raw_rewards.mean()),
                 episode_return=float(np.mean(finished)) if finished else None,
                 episodes=len(finished),
                 steps_per_second=cfg.batch_size / max(time.perf_counter() - t0, 1e-9),
@@ -486,9 +531,8 @@ def run_ppo(
                 bar.set_postfix(reward=f"{stats.mean_step_reward:.3f}", entropy=f"{stats.entropy:.2f}")
             last = update == cfg.n_updates
             if out_dir is not None and ((cfg.checkpoint_every and update % cfg.checkpoint_every == 0) or last):
-                save_checkpoint(
-                    out_dir / "checkpoints" / f"update_{update:05d}.pt", model, optimizer, cfg, update, global_step
-                )
+                path = out_dir / "checkpoints" / f"update_{update:05d}.pt"
+                save_checkpoint(path, model, optimizer, cfg, update, global_step, checkpoint_info)
     finally:
         if bar is not None:
             bar.close()
@@ -497,3 +541,74 @@ def run_ppo(
     result.wall_seconds = time.perf_counter() - start
     result.global_step = global_step
     return result
+
+
+# --------------------------------------------------------------------------- a policy for the simulator
+
+
+@dataclass
+class TrainOutcome:
+    """A finished training run: the PPO result and the exported, checked ONNX model."""
+
+    ppo: PpoResult
+    onnx_bytes: bytes
+    parity: float
+    training_info: dict[str, Any]
+
+
+def training_info(config: TrainConfig, data_provenance: dict[str, Any], result: PpoResult) -> dict[str, Any]:
+    """The provenance written into the model: enough to retrain it and to know what it saw."""
+    import datetime
+    import importlib.metadata
+
+    last = result.history[-1] if result.history else None
+    return {
+        "algorithm": "ppo (invalid-action masking), rlscale.training.ppo",
+        "seed": config.seed,
+        "config": config.model_dump(mode="json"),
+        "data": data_provenance,
+        "global_step": result.global_step,
+        "wall_seconds": round(result.wall_seconds, 1),
+        "final_update": last.row() if last is not None else None,
+        "versions": {
+            "rlscale": importlib.metadata.version("rlscale"),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+        },
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def train(
+    config: TrainConfig, out_dir: Path | None = None, *, progress: bool = True, tensorboard: bool = True
+) -> TrainOutcome:
+    """Train a policy from scratch on the configured data and export it (not written anywhere).
+
+    Training sees only ``training_mix`` data: generated series and, if configured, the
+    training windows of extra trace files.
+    """
+    from rlscale.policy.actions import N_ACTIONS
+    from rlscale.policy.spec import N_FEATURES
+    from rlscale.training.export import export_actor
+    from rlscale.training.sim import VectorSim
+    from rlscale.training.workloads import training_mix
+
+    d = config.data
+    mix = training_mix(
+        d.seed, n_generated=d.n_generated, n_steps=d.n_steps, patterns=d.patterns, extra_traces=d.extra_traces
+    )
+    env = VectorSim(config.sim, list(mix.loads), n_envs=config.ppo.n_envs, seed=config.seed)
+    result = run_ppo(
+        env,
+        config.ppo,
+        n_features=N_FEATURES,
+        n_actions=N_ACTIONS,
+        seed=config.seed,
+        out_dir=out_dir,
+        progress=progress,
+        tensorboard=tensorboard,
+        checkpoint_info={"seed": config.seed, "config": config.model_dump(mode="json"), "data": mix.provenance},
+    )
+    info = training_info(config, mix.provenance, result)
+    data, parity = export_actor(result.model.actor, info)
+    return TrainOutcome(result, data, parity, info)

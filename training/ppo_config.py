@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rlscale.training.sim_config import SimConfig
+
 
 class PpoConfig(BaseModel):
     """The clipped-objective PPO of CleanRL's ``ppo.py``, with invalid-action masking.
@@ -28,8 +30,17 @@ class PpoConfig(BaseModel):
     n_minibatches: int = Field(4, ge=1)
     update_epochs: int = Field(4, ge=1)
     norm_adv: bool = Field(True, description="Normalise advantages per minibatch.")
+    norm_reward: bool = Field(
+        True,
+        description="Divide rewards by a running std of the discounted return (gymnasium's NormalizeReward), so value "
+        "targets stay O(1) whatever the reward weights.",
+    )
     clip_coef: float = Field(0.2, gt=0, lt=1)
-    clip_vloss: bool = Field(True, description="Clip the value loss like the policy ratio.")
+    clip_vloss: bool = Field(
+        False,
+        description="Clip the value loss like the policy ratio (off: returns are not normalised, "
+        "so a ±clip_coef step per update would stall the critic).",
+    )
     ent_coef: float = Field(0.01, ge=0)
     vf_coef: float = Field(0.5, ge=0)
     max_grad_norm: float = Field(0.5, gt=0)
@@ -57,3 +68,41 @@ class PpoConfig(BaseModel):
     @property
     def n_updates(self) -> int:
         return max(1, self.total_steps // self.batch_size)
+
+
+class DataConfig(BaseModel):
+    """Which load series training sees (:func:`rlscale.training.workloads.training_mix`).
+
+    The default is the project's own generated load only. ``extra_traces`` adds the
+    chronological *training* windows of trace files; their validation and test windows are
+    never read, so they remain fair to evaluate on.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = Field(0, ge=0, description="Seed of the generated series (independent of the PPO seed).")
+    n_generated: int = Field(28, ge=0, description="Generated series, cycling through the patterns.")
+    n_steps: int = Field(7 * 1440, ge=2, description="Minutes per generated series.")
+    patterns: tuple[str, ...] | None = Field(None, description="Generator patterns; None = all of them.")
+    extra_traces: tuple[str, ...] = Field((), description="Trace files whose training windows are added.")
+
+    @model_validator(mode="after")
+    def _some_data(self) -> DataConfig:
+        if self.n_generated == 0 and not self.extra_traces:
+            raise ValueError("n_generated is 0 and no extra_traces are given: there would be no training data")
+        return self
+
+
+class TrainConfig(BaseModel):
+    """One training run, fully: PPO hyperparameters, the simulated service, the data and the seed.
+
+    This whole document (plus the data's provenance) is written into the exported model,
+    so a model can be retrained bit for bit from its own metadata.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds torch, numpy and the simulator.")
+    ppo: PpoConfig = Field(default_factory=PpoConfig)
+    sim: SimConfig = Field(default_factory=SimConfig)
+    data: DataConfig = Field(default_factory=DataConfig)

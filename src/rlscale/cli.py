@@ -14,7 +14,12 @@ import click
 _COMMANDS: dict[str, str] = {
     "cluster": "rlscale.devstack.cli:cluster",
     "crd": "rlscale.operator.crd:crd_command",
+    "evaluate": "rlscale.training.cli:evaluate_cmd",
+    "evaluate-all": "rlscale.training.cli:evaluate_all_cmd",
+    "export": "rlscale.training.cli:export_cmd",
     "run": "rlscale.operator.cli:run",
+    "seed000": "rlscale.training.cli:seed000_cmd",
+    "train": "rlscale.training.cli:train_cmd",
 }
 
 

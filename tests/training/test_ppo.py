@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from rlscale.training.ppo import (
     ActorCritic,
     compute_gae,

@@ -1,0 +1,293 @@
+"""``rlscale train | export | evaluate | evaluate-all | seed000``: the training side's commands.
+
+Thin click wrappers: parse and validate input (errors name the option or the config field),
+call the library, print. torch is imported inside the commands that need it, so that
+``rlscale --help`` and ``rlscale evaluate`` on baselines stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from rlscale.training.ppo_config import TrainConfig
+from rlscale.training.sim_config import SimConfig
+
+M = TypeVar("M", bound=BaseModel)
+
+#: Named configs; ``default`` is the one the shipped model is trained with.
+NAMED_CONFIGS: dict[str, TrainConfig] = {"default": TrainConfig()}
+
+
+def _validation_message(exc: ValidationError) -> str:
+    """One line per problem, each naming the field by its dotted path."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "<root>"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_model_file(path: Path, model: type[M], what: str) -> M:
+    """Read a JSON or YAML file into a pydantic model; errors name the file and the field."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {what} file {path}: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise click.BadParameter(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+    try:
+        return model.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        raise click.BadParameter(f"{path} is not a valid {what}:\n{_validation_message(exc)}") from exc
+
+
+def load_train_config(name_or_path: str) -> TrainConfig:
+    """``default`` (or another name in :data:`NAMED_CONFIGS`), or a JSON/YAML file."""
+    if name_or_path in NAMED_CONFIGS:
+        return NAMED_CONFIGS[name_or_path]
+    path = Path(name_or_path)
+    if not path.exists():
+        raise click.BadParameter(
+            f"{name_or_path!r} is neither a named config ({', '.join(NAMED_CONFIGS)}) nor an existing file",
+            param_hint="--config",
+        )
+    return load_model_file(path, TrainConfig, "training config")
+
+
+def _override(config: TrainConfig, **changes: Any) -> TrainConfig:
+    """Apply command-line overrides through validation, so they are checked like the file."""
+    data = config.model_dump(mode="json")
+    for dotted, value in changes.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise click.BadParameter(f"invalid override:\n{_validation_message(exc)}") from exc
+
+
+@click.command("train")
+@click.option("--config", "config_name", default="default", show_default=True, help="Named config or JSON/YAML file.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("policy.onnx"), show_default=True)
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Logs, checkpoints.")
+@click.option("--seed", type=int, default=None, help="Override the config's seed.")
+@click.option("--steps", type=int, default=None, help="Override ppo.total_steps.")
+@click.option(
+    "--extra-trace",
+    "extra_traces",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Also train on this trace file's TRAINING window (repeatable).",
+)
+@click.option("--print-config", is_flag=True, help="Print the resolved config as JSON and exit.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def train_cmd(
+    config_name: str,
+    out: Path,
+    run_dir: Path | None,
+    seed: int | None,
+    steps: int | None,
+    extra_traces: tuple[str, ...],
+    print_config: bool,
+    progress: bool,
+) -> None:
+    """Train a policy from scratch with PPO in the simulator and export it to ONNX.
+
+    The default config and seed reproduce the shipped model (make model).
+    """
+    config = load_train_config(config_name)
+    extra = tuple(str(Path(p).resolve()) for p in extra_traces) if extra_traces else None
+    config = _override(config, seed=seed, **{"ppo.total_steps": steps, "data.extra_traces": extra})
+    if print_config:
+        click.echo(config.model_dump_json(indent=2))
+        return
+    from rlscale.training.export import write_model
+    from rlscale.training.ppo import train
+
+    run_dir = run_dir if run_dir is not None else Path("runs") / f"train-seed{config.seed}"
+    click.echo(f"training: {config.ppo.total_steps} steps, seed {config.seed}, logs in {run_dir}", err=True)
+    outcome = train(config, run_dir, progress=progress)
+    write_model(out, outcome.onnx_bytes)
+    (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
+    click.echo(
+        f"wrote {out} ({len(outcome.onnx_bytes) / 1024:.1f} KiB) after {outcome.ppo.global_step} steps in "
+        f"{outcome.ppo.wall_seconds:.0f} s; ONNX parity {outcome.parity:.2e}"
+    )
+
+
+@click.command("export")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def export_cmd(checkpoint: Path, out: Path) -> None:
+    """Export a training checkpoint's actor to ONNX (with parity check and metadata)."""
+    from rlscale.training.export import export_actor, write_model
+    from rlscale.training.ppo import load_checkpoint
+
+    try:
+        model, data = load_checkpoint(checkpoint)
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise click.BadParameter(f"{checkpoint} is not an rlscale training checkpoint: {exc}") from exc
+    info = dict(data.get("training_info") or {})
+    info.update({"exported_from": str(checkpoint), "update": data["update"], "global_step": data["global_step"]})
+    onnx_bytes, parity = export_actor(model.actor, info)
+    write_model(out, onnx_bytes)
+    click.echo(f"wrote {out} ({len(onnx_bytes) / 1024:.1f} KiB); ONNX parity {parity:.2e}")
+
+
+def _load_model(path: Path | None) -> Any:
+    from rlscale.policy.model import DEFAULT_MODEL_PATH, ModelMismatchError, PolicyModel
+
+    target = path if path is not None else DEFAULT_MODEL_PATH
+    try:
+        return PolicyModel.load(target)
+    except ModelMismatchError as exc:
+        raise click.BadParameter(str(exc), param_hint="--model") from exc
+
+
+def _sim_config(path: Path | None) -> SimConfig:
+    return SimConfig() if path is None else load_model_file(path, SimConfig, "simulator config")
+
+
+@click.command("evaluate")
+@click.option("--trace", "trace_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--policy",
+    "policies",
+    multiple=True,
+    type=click.Choice(["learned", "hpa", "static", "heuristic"]),
+    help="Repeatable; default: all four.",
+)
+@click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: shipped model.")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--window", type=click.Choice(["train", "validation", "test", "all"]), default="test", show_default=True)
+@click.option(
+    "--tune-by",
+    type=click.Choice(["reward", "slo"]),
+    default="reward",
+    show_default=True,
+    help="Baseline tuning criterion on the training window (slo: fewest violation minutes, then replica-hours).",
+)
+@click.option("--sim-config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG.")
+def evaluate_cmd(
+    trace_path: Path,
+    policies: tuple[str, ...],
+    model: Path | None,
+    seeds: int,
+    window: str,
+    tune_by: str,
+    sim_config: Path | None,
+    as_json: bool,
+    plot: Path | None,
+) -> None:
+    """Compare policies on one window of a trace (baselines tuned on its training window)."""
+    from rlscale.training.evaluate import POLICY_NAMES, evaluate, format_table
+    from rlscale.training.workloads import TraceFormatError, load_trace
+
+    chosen = policies or POLICY_NAMES
+    try:
+        trace = load_trace(trace_path)
+    except TraceFormatError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trace") from exc
+    policy_model = _load_model(model) if "learned" in chosen else None
+    result = evaluate(
+        trace,
+        sim=_sim_config(sim_config),
+        policies=chosen,  # type: ignore[arg-type]
+        models=[policy_model] if policy_model is not None else [],
+        window=window,
+        seeds=range(seeds),
+        criterion=tune_by,  # type: ignore[arg-type]
+    )
+    if plot is not None:
+        from rlscale.training.plots import plot_evaluation
+
+        plot_evaluation(result, plot)
+    if as_json:
+        click.echo(json.dumps(result.report(), sort_keys=False))
+        return
+    click.echo(f"{trace.name} [{window}], {seeds} seed(s); baselines tuned on the training window by {tune_by}")
+    click.echo(format_table(result))
+    for name, run in result.runs.items():
+        if run.tuned is not None:
+            knob = {k: v for k, v in run.tuned.summary().items() if k not in ("grid", "tuned_on", "criterion")}
+            click.echo(f"  {name}: {knob}")
+    if plot is not None:
+        click.echo(f"plot: {plot}")
+
+
+@click.command("evaluate-all")
+@click.option(
+    "--traces-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="Default: shared."
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Repeatable (e.g. one model per training seed); default: the shipped model.",
+)
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--window", type=click.Choice(["train", "validation", "test", "all"]), default="test", show_default=True)
+@click.option("--tune-by", type=click.Choice(["reward", "slo"]), default="reward", show_default=True)
+@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the tables.")
+@click.option("--json", "as_json", is_flag=True)
+def evaluate_all_cmd(
+    traces_dir: Path | None,
+    models: tuple[Path, ...],
+    seeds: int,
+    window: str,
+    tune_by: str,
+    markdown: Path | None,
+    as_json: bool,
+) -> None:
+    """Every trace in a folder: learned vs tuned baselines, and whether the learned policy meets the bar."""
+    from rlscale.training.evaluate import evaluate_all, render_markdown
+    from rlscale.training.workloads import traces_dir as default_traces_dir
+
+    folder = traces_dir if traces_dir is not None else default_traces_dir()
+    loaded = [_load_model(m) for m in models] if models else [_load_model(None)]
+    report = evaluate_all(
+        sorted(folder.glob("*.csv")),
+        loaded,
+        sim=SimConfig(),
+        window=window,
+        seeds=range(seeds),
+        criterion=tune_by,  # type: ignore[arg-type]
+        progress=lambda msg: click.echo(msg, err=True),
+    )
+    text = render_markdown(report)
+    if markdown is not None:
+        markdown.write_text(text)
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        click.echo(text)
+
+
+@click.command("seed000")
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def seed000_cmd(seeds: int, as_json: bool) -> None:
+    """Reproduce the seed-000 experiment: static (3 units) vs proportional (1 unit per 25 load)."""
+    from rlscale.training.seed000 import format_seed000, run_seed000
+
+    result = run_seed000(seeds=range(seeds))
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(format_seed000(result))
