@@ -83,6 +83,21 @@ def test_cgroup_v1(tmp_path: Path) -> None:
     assert read_cpu_allowance(root, tmp_path / "no-proc-file", cpus_available=8).cores == 8
 
 
+def test_cgroup_v1_own_cgroup(tmp_path: Path) -> None:
+    """On a cgroup v1 host without a cgroup namespace the quota sits in the process's own cpu cgroup."""
+    root = tmp_path / "cgroup"
+    own = root / "cpu" / "kubepods" / "pod-1" / "c1"
+    own.mkdir(parents=True)
+    (root / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (root / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    (own / "cpu.cfs_quota_us").write_text("75000\n")
+    (own / "cpu.cfs_period_us").write_text("100000\n")
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text("4:memory:/kubepods/pod-1/c1\n1:cpu:/kubepods/pod-1/c1\n0::/\n")
+    allowance = read_cpu_allowance(root, proc, cpus_available=8)
+    assert allowance.cores == 0.75 and str(own) in allowance.source
+
+
 def test_malformed_cpu_max_is_an_error_naming_the_file(tmp_path: Path) -> None:
     root = tmp_path / "cgroup"
     for bad in ("lots", "abc 100000", "0 100000", "50000"):

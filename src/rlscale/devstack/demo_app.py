@@ -105,15 +105,40 @@ def _parse_cgroup_v2(path: Path) -> float | None:
     return quota / period
 
 
-def _own_cgroup_v2_path(proc_cgroup: Path) -> str | None:
-    """This process's cgroup v2 path from ``/proc/self/cgroup`` (the ``0::`` line)."""
+def _own_cgroups(proc_cgroup: Path) -> tuple[str | None, str | None]:
+    """This process's cgroup paths from ``/proc/self/cgroup``: (v2 ``0::`` path, v1 ``cpu`` controller path)."""
+    v2 = v1 = None
     try:
-        for line in proc_cgroup.read_text().splitlines():
-            if line.startswith("0::"):
-                return line[3:].strip()
+        lines = proc_cgroup.read_text().splitlines()
     except OSError:
-        return None
-    return None
+        return None, None
+    for line in lines:
+        _, controllers, path = [*line.split(":", 2), "", ""][:3]
+        if controllers == "" and line.startswith("0::"):
+            v2 = path.strip()
+        elif "cpu" in controllers.split(","):
+            v1 = path.strip()
+    return v2, v1
+
+
+def _under(root: Path, own: str | None) -> list[Path]:
+    """The process's own cgroup directory below ``root`` (if it has one), then ``root`` itself.
+
+    Without a cgroup namespace the own path names a sub-directory; inside one (or when a
+    runtime mounts the container's cgroup at the root) the root is the container's.
+    """
+    dirs = [root / own.lstrip("/")] if own and own != "/" else []
+    return [*dirs, root]
+
+
+def _v1_cores(directory: Path) -> float | None:
+    """Cores from the cgroup v1 CFS files in ``directory``; None when unlimited (quota -1)."""
+    quota_file, period_file = directory / "cpu.cfs_quota_us", directory / "cpu.cfs_period_us"
+    try:
+        quota, period = int(quota_file.read_text()), int(period_file.read_text())
+    except ValueError:
+        raise ValueError(f"{directory}: cpu.cfs_quota_us / cpu.cfs_period_us are not integers") from None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 def read_cpu_allowance(
@@ -123,32 +148,29 @@ def read_cpu_allowance(
 ) -> CpuAllowance:
     """The CPU limit of the container this runs in, or the CPUs the process may run on.
 
-    Kubernetes turns ``resources.limits.cpu`` into a CFS quota: ``cpu.max`` on cgroup v2
-    (looked up in the process's own cgroup first, then at the mount root, which is the
-    container's cgroup under a cgroup namespace), ``cpu.cfs_quota_us`` /
-    ``cpu.cfs_period_us`` on cgroup v1. Without a quota the answer is the number of CPUs
-    in the affinity mask. A quota never counts for more than the CPUs available.
+    Kubernetes turns ``resources.limits.cpu`` into a CFS quota: ``cpu.max`` on cgroup v2,
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` on cgroup v1 (mounted at ``cpu/`` or
+    ``cpu,cpuacct/``). Each is looked up in the process's own cgroup first, then at the
+    mount root. Without a quota the answer is the number of CPUs in the affinity mask,
+    and a quota never counts for more than those.
     """
     if cpus_available is None:
         cpus_available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    candidates: list[Path] = []
-    own = _own_cgroup_v2_path(proc_cgroup)
-    if own and own != "/":
-        candidates.append(cgroup_root / own.lstrip("/") / "cpu.max")
-    candidates.append(cgroup_root / "cpu.max")
-    for path in candidates:
+    own_v2, own_v1 = _own_cgroups(proc_cgroup)
+    for directory in _under(cgroup_root, own_v2):
+        path = directory / "cpu.max"
         if path.is_file():
             cores = _parse_cgroup_v2(path)
             if cores is not None:
                 return CpuAllowance(cores=min(cores, cpus_available), source=f"cgroup v2 {path}")
             break
-    for v1 in (cgroup_root / "cpu", cgroup_root / "cpu,cpuacct", cgroup_root):
-        quota_file, period_file = v1 / "cpu.cfs_quota_us", v1 / "cpu.cfs_period_us"
-        if quota_file.is_file() and period_file.is_file():
-            quota = int(quota_file.read_text().strip())
-            if quota > 0:
-                period = int(period_file.read_text().strip())
-                return CpuAllowance(cores=min(quota / period, cpus_available), source=f"cgroup v1 {v1}")
+    for mount in (cgroup_root / "cpu", cgroup_root / "cpu,cpuacct"):
+        for directory in _under(mount, own_v1):
+            if not (directory / "cpu.cfs_quota_us").is_file():
+                continue
+            cores = _v1_cores(directory)
+            if cores is not None:
+                return CpuAllowance(cores=min(cores, cpus_available), source=f"cgroup v1 {directory}")
             break
     return CpuAllowance(cores=float(cpus_available), source="cpus available (no CPU quota)")
 
