@@ -81,10 +81,11 @@ def _as_series(config: SimConfig, loads: LoadLike | Sequence[LoadLike]) -> _Seri
     items: list[Any] = [loads] if single else list(loads)  # type: ignore[arg-type]
     if not items:
         raise ValueError("loads: give at least one load series")
-    values, starts, names = [], [], []
+    values, starts, names, refs = [], [], [], []
     for i, item in enumerate(items):
+        ref: float | None = None
         if isinstance(item, Trace):
-            v, start, name = item.values, item.start_s, f"{item.name}[{item.window}]"
+            v, start, name, ref = item.values, item.start_s, f"{item.name}[{item.window}]", item.reference_p95
         else:
             v = np.asarray(item, dtype=np.float64)
             start, name = 0.0, f"loads[{i}]"
@@ -95,16 +96,17 @@ def _as_series(config: SimConfig, loads: LoadLike | Sequence[LoadLike]) -> _Seri
         values.append(v)
         starts.append(start)
         names.append(name)
+        refs.append(ref)
     per_replica = config.pod_capacity_rps(config.initial_cpu_limit_m) * config.load_target_utilization
     scales = []
-    for v, name in zip(values, names, strict=True):
+    for v, name, given in zip(values, names, refs, strict=True):
         if config.absolute_rps_per_unit is not None:
             scales.append(config.absolute_rps_per_unit)
             continue
-        ref = float(np.percentile(v, 95)) or float(v.max())
-        if ref <= 0:
+        level = given if given is not None else (float(np.percentile(v, 95)) or float(v.max()))
+        if level <= 0:
             raise ValueError(f"{name}: the series is all zeros, so there is no load to scale onto the service")
-        scales.append(config.target_replicas_p95 * per_replica / ref)
+        scales.append(config.target_replicas_p95 * per_replica / level)
     lengths = np.array([v.size for v in values], dtype=np.int64)
     return _Series(
         flat=np.concatenate(values),

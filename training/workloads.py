@@ -58,6 +58,12 @@ class Trace:
     ``start_s`` is the unix time of row 0 of *this* window (the features see time of day
     and day of week, so a window keeps the clock of the trace it was cut from).
     ``first_row`` is where the window starts in the original series.
+
+    ``reference_p95`` is the level the simulator sizes the service by (see
+    ``SimConfig.target_replicas_p95``); ``None`` means this series' own 95th percentile.
+    :meth:`split` sets it to the *training* window's, for every window: the scale is fitted on
+    training data and applied to validation and test, as any normalisation should be, so a
+    test period busier than anything in training is as hard in the simulator as in reality.
     """
 
     name: str
@@ -69,6 +75,7 @@ class Trace:
     first_row: int = 0
     kind: Literal["file", "generated"] = "file"
     params: Mapping[str, Any] = field(default_factory=dict)
+    reference_p95: float | None = None
 
     def __post_init__(self) -> None:
         values = np.asarray(self.values, dtype=np.float64)
@@ -76,6 +83,10 @@ class Trace:
             raise ValueError(f"trace {self.name!r}: values must be a non-empty 1-D array, got shape {values.shape}")
         if not np.all(np.isfinite(values)) or np.any(values < 0):
             raise ValueError(f"trace {self.name!r}: values must be finite and >= 0")
+        if self.reference_p95 is not None and not (math.isfinite(self.reference_p95) and self.reference_p95 > 0):
+            raise ValueError(
+                f"trace {self.name!r}: reference_p95 must be a finite number > 0, got {self.reference_p95}"
+            )
         values.setflags(write=False)
         object.__setattr__(self, "values", values)
         if not self.sha256:
@@ -116,12 +127,15 @@ class Trace:
         n = len(self)
         a = round(n * train)
         b = round(n * (train + validation))
-        windows: dict[str, Trace] = {"all": replace(self, window="all")}
         bounds: tuple[tuple[WindowName, int, int], ...] = (("train", 0, a), ("validation", a, b), ("test", b, n))
         for name, lo, hi in bounds:
             if hi - lo < 1:
                 raise ValueError(f"split: the {name} window of {self.name!r} ({n} rows) would be empty")
-            windows[name] = self.window_of(name, lo, hi)
+        train_p95 = float(np.percentile(self.values[:a], 95)) or float(self.values[:a].max())
+        fitted = replace(self, reference_p95=train_p95 if train_p95 > 0 else None)
+        windows: dict[str, Trace] = {"all": replace(fitted, window="all")}
+        for name, lo, hi in bounds:
+            windows[name] = fitted.window_of(name, lo, hi)
         return TraceSplit(windows)
 
     def provenance(self) -> dict[str, Any]:
@@ -137,6 +151,8 @@ class Trace:
             out["path"] = self.source
         if self.params:
             out["params"] = dict(self.params)
+        if self.reference_p95 is not None:
+            out["reference_p95"] = self.reference_p95
         return out
 
 

@@ -257,6 +257,17 @@ def test_load_is_scaled_to_the_target_replicas() -> None:
     assert need == pytest.approx(10 * cfg.pod_capacity_rps(1000) * cfg.load_target_utilization)
 
 
+def test_windows_are_scaled_by_the_training_window() -> None:
+    """A test period busier than training stays busier in the simulator: its scale is fitted on training data."""
+    values = np.r_[np.full(700, 10.0), np.full(300, 30.0)]
+    split = Trace(name="t", values=values).split(0.7, 0.15, 0.15)
+    cfg = SimConfig()
+    scales = [VectorSim(cfg, split[w], seed=0)._series.scale[0] for w in ("train", "validation", "test", "all")]
+    assert scales == [scales[0]] * 4
+    own = VectorSim(cfg, Trace(name="t", values=split.test.values), seed=0)._series.scale[0]
+    assert own == pytest.approx(scales[0] / 3)
+
+
 def test_load_scale_range_varies_episodes() -> None:
     sim = VectorSim(SimConfig(load_scale_range=(0.5, 1.5)), np.ones(2000), n_envs=500, seed=0)
     sim.reset()

@@ -133,6 +133,14 @@ def test_split_is_chronological_and_covers_everything() -> None:
     assert set(split) == {"train", "validation", "test", "all"}
 
 
+def test_split_fits_the_load_reference_on_the_training_window() -> None:
+    values = np.r_[np.full(70, 10.0), np.full(30, 50.0)]
+    split = Trace(name="t", values=values).split()
+    assert Trace(name="t", values=values).reference_p95 is None
+    assert {w: split[w].reference_p95 for w in split} == dict.fromkeys(split, 10.0)
+    assert split.test.provenance()["reference_p95"] == 10.0
+
+
 def test_split_rejects_bad_fractions_and_unknown_windows() -> None:
     trace = Trace(name="t", values=np.ones(10))
     with pytest.raises(ValueError, match="must be 1"):
