@@ -4,7 +4,7 @@ Pydantic writes JSON Schema (2020-12); the API server wants a *structural* OpenA
 schema. :func:`structural` converts: ``$ref``s are inlined, ``anyOf [X, null]`` becomes
 ``X`` + ``nullable``, numeric ``exclusiveMinimum: n`` becomes ``minimum: n,
 exclusiveMinimum: true``, titles go, free-form dicts become
-``x-kubernetes-preserve-unknown-fields``, nested objects with defaults get ``default: {}``
+``x-kubernetes-preserve-unknown-fields``, nested objects with defaults get a default listing their fields' defaults
 (so the API server fills their fields in), and each model's ``cel_rules`` become
 ``x-kubernetes-validations``. ``rlscale crd`` prints the result; ``rlscale crd --write``
 regenerates ``operator/crd/autoscalepolicy.yaml`` (a test fails when the file is stale).
@@ -114,16 +114,23 @@ def _plain(text: str) -> str:
 
 
 def _default_empty_objects(node: dict[str, Any]) -> None:
-    """Give optional nested objects whose fields all have defaults ``default: {}``.
+    """Give optional nested objects a default holding their fields' defaults.
 
     The API server applies a property's default only when its parent object exists, so
-    ``spec.limits`` must default to ``{}`` for ``spec.limits.maxReplicas`` to get its default.
+    ``spec.limits`` must have a default for ``spec.limits.maxReplicas`` to get its default.
+    That default is written out in full (not ``{}``): the API server checks a default
+    against the object's CEL rules as written, before nested defaults apply, and refuses
+    the CRD when a rule reads a field the default lacks (found by the e2e tier).
     """
     for prop in node.get("properties", {}).values():
         if prop.get("type") == "object":
             _default_empty_objects(prop)
             if "properties" in prop and not prop.get("required") and "default" not in prop and not prop.get("nullable"):
-                prop["default"] = {}
+                prop["default"] = {
+                    name: copy.deepcopy(child["default"])
+                    for name, child in prop["properties"].items()
+                    if "default" in child
+                }
         elif prop.get("type") == "array" and prop["items"].get("type") == "object":
             _default_empty_objects(prop["items"])
 
