@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from rlscale.devstack.cluster import LocalCluster
+from rlscale.devstack.cluster import ClusterStartError, LocalCluster
 from rlscale.devstack.procs import free_port
 from rlscale.devstack.prometheus import LocalPrometheus
 
@@ -238,3 +239,13 @@ def test_prometheus_scrapes_exporter(local_prometheus: Callable[..., LocalPromet
     finally:
         server.shutdown()
         thread.join(timeout=5)
+
+
+def test_failed_start_names_component_and_cleans_up(tools_bin: Path, tmp_path: Path) -> None:
+    cluster = LocalCluster(tools_bin, tmp_path / "broken", nodes=1, extra_apiserver_args=["--no-such-flag"])
+    with pytest.raises(ClusterStartError) as failed:
+        cluster.start()
+    assert failed.value.component == "kube-apiserver"
+    assert "unknown flag: --no-such-flag" in str(failed.value)  # the log tail is in the message
+    assert cluster.processes["etcd"].returncode() is not None  # what had started was stopped
+    cluster.stop()  # a second stop is harmless
