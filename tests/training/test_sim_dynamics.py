@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rlscale.policy.actions import ACTIONS
 from rlscale.policy.limits import ScalingLimits
@@ -410,3 +412,56 @@ def test_decision_interval_maps_onto_trace_minutes(step_s: float, substeps: int,
     rates = [float(i["request_rate"][0]) for i in hold(sim, 4)]
     assert rates == pytest.approx(expected)
     assert sim.episode_lengths[0] == min(cfg.episode_steps, int(40 * 60 // step_s))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    step_s=st.sampled_from([15.0, 30.0, 60.0, 90.0, 120.0]),
+    substeps=st.integers(1, 6),
+    startup=st.floats(0.0, 300.0),
+    backoff=st.floats(0.0, 60.0),
+    unavailable=st.floats(0.05, 1.0),
+    memory=st.integers(128, 2048),
+    queue=st.floats(0.0, 500.0),
+    missing=st.floats(0.0, 0.5),
+    seed=st.integers(0, 2**16),
+)
+def test_invariants_hold_for_any_config(
+    step_s: float,
+    substeps: int,
+    startup: float,
+    backoff: float,
+    unavailable: float,
+    memory: int,
+    queue: float,
+    missing: float,
+    seed: int,
+) -> None:
+    cfg = SimConfig(
+        step_s=step_s,
+        substeps=substeps,
+        startup_delay_s=startup,
+        oom_backoff_s=backoff,
+        restart_max_unavailable=unavailable,
+        initial_memory_limit_mib=memory,
+        queue_capacity_per_replica=queue,
+        metrics_missing_prob=missing,
+        episode_steps=25,
+        arrival_noise=0.3,
+        limits=ScalingLimits(memory_limit_min_mib=128, limit_change_cooldown_s=0, scale_down_cooldown_s=0),
+    )
+    rng = np.random.default_rng(seed)
+    sim = VectorSim(cfg, [rng.uniform(0, 100, 200) for _ in range(3)], n_envs=16, seed=seed)
+    obs = sim.reset()
+    offered = served = dropped = np.zeros(16)
+    for _ in range(24):  # within one episode, so conservation can be summed
+        allowed = sim.action_masks()
+        obs, _, _, _, info = sim.step(np.where(allowed, rng.random(allowed.shape), -1).argmax(axis=1))
+        offered, served, dropped = offered + info["offered"], served + info["served"], dropped + info["dropped"]
+        np.testing.assert_allclose(sim._ready + sim._pending.sum(axis=0), sim.replicas)
+        assert np.all(sim._pending >= 0) and np.all(info["ready_replicas"] <= info["replicas"])
+        assert np.all((info["error_rate"] >= 0) & (info["error_rate"] <= 1))
+        assert np.all(info["latency_p99_ms"] >= info["latency_p50_ms"])
+        assert np.all(info["latency_p99_ms"] <= cfg.request_timeout_s * 1000)
+        assert np.all(np.isfinite(obs))
+    np.testing.assert_allclose(offered, served + dropped + info["backlog"], rtol=1e-9, atol=1e-6)
