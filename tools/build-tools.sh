@@ -133,7 +133,7 @@ bump_k8s() {
 	[[ $V =~ ^1\.[0-9]+\.[0-9]+$ ]] || die "--bump-k8s wants a version like 1.33.13"
 	cd "$TOOLS_DIR/k8s"
 	M=$(cd /tmp && go mod download -json "k8s.io/kubernetes@v$V" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
-	for m in $(sed -n 's|^\t\(k8s.io/[a-z-]*\) => ./staging/.*|\1|p' "$M"); do
+	sed -n 's|^\t\(k8s.io/[a-z-]*\) => ./staging/.*|\1|p' "$M" | while read -r m; do
 		go mod edit "-replace=$m=$m@v0.${V#1.}"
 	done
 	go mod edit "-require=k8s.io/kubernetes@v$V"
@@ -196,7 +196,8 @@ build_one() {
 	for src in "$CACHE_ROOT"/*/bin/."$name".key; do
 		[[ -f $src && $(<"$src") == "$ckey" && -x ${src%/.*}/$name && ${src%/*} != "$BIN" ]] || continue
 		log "$name: reusing ${src%/.*}/$name"
-		cp -f "${src%/.*}/$name" "$tmp"
+		# Hard link when possible (binaries are only ever replaced by rename, never edited).
+		ln -f "${src%/.*}/$name" "$tmp" 2>/dev/null || cp -f "${src%/.*}/$name" "$tmp"
 		mv -f "$tmp" "$BIN/$name"
 		printf '%s\n' "$ckey" >"$stamp.tmp" && mv -f "$stamp.tmp" "$stamp"
 		return
