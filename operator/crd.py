@@ -20,6 +20,7 @@ from typing import Any
 import click
 import yaml
 from pydantic import BaseModel
+
 from rlscale.operator import models
 
 CRD_PATH = Path(__file__).with_name("crd") / "autoscalepolicy.yaml"

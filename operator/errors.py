@@ -7,6 +7,7 @@ in the error, not ``min_replicas`` (policy/'s Python name) or pydantic's JSON du
 from __future__ import annotations
 
 from pydantic import BaseModel, ValidationError
+
 from rlscale.operator import models
 from rlscale.operator.naming import crd_alias, rename_fields_in_message
 

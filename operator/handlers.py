@@ -26,6 +26,7 @@ from typing import Any
 import kopf
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+
 from rlscale.operator.kube import KubeApi
 from rlscale.operator.metrics import OperatorMetrics
 from rlscale.operator.models import API_GROUP, API_VERSION, PLURAL
@@ -187,7 +188,10 @@ async def reconcile_loop(
     runtime.metrics.policies.inc()
     try:
         delay = next_delay(
-            _interval(spec), (status.get("lastDecision") or {}).get("time"), time.time(), jitter=random.random()
+            _interval(spec),
+            (status.get("lastDecision") or {}).get("time"),
+            time.time(),
+            jitter=random.random() * runtime.reconciler.settings.start_spread,
         )
         due = time.time() + delay
         while not stopped:

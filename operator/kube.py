@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
+
 from rlscale.operator.models import API_GROUP, API_VERSION, PLURAL
 
 T = TypeVar("T")

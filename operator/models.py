@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
 from rlscale.operator.naming import crd_alias
 from rlscale.policy.baselines import BaselineConfig, HpaConfig, HpaScalingPolicy
 from rlscale.policy.decide import DecisionConfig

@@ -18,6 +18,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from kubernetes.utils import parse_quantity
+
 from rlscale.policy.decide import Observation
 
 _MIB = Decimal(1024 * 1024)

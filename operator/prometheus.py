@@ -27,8 +27,9 @@ from typing import Any
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
-from rlscale.operator.queries import SIGNAL_LABEL, RenderedQuery, combined_query
 from urllib3.util.retry import Retry
+
+from rlscale.operator.queries import SIGNAL_LABEL, RenderedQuery, combined_query
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
+
 from rlscale.operator import conditions as cond
 from rlscale.operator.actuate import ContainerTarget, container_targets, limits_patch
 from rlscale.operator.errors import describe_validation_error

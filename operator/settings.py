@@ -27,6 +27,13 @@ class OperatorSettings(BaseSettings):
     metrics_addr: str = Field("0.0.0.0", description="Address /metrics listens on.")
     workers: int = Field(8, ge=1, le=64, description="Threads for Kubernetes and Prometheus calls.")
     model_refresh_s: float = Field(60.0, ge=1, le=3600, description="How often a ConfigMap model is re-read.")
+    start_spread: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Spread first reconciles after a start over this fraction of each policy's interval "
+        "(0 = all at once).",
+    )
     pending_expiry_factor: float = Field(
         3.0,
         ge=1,
