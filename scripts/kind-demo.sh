@@ -5,12 +5,15 @@
 #   scripts/kind-demo.sh [up]     create the cluster, build and load the images, install Prometheus,
 #                                 the demo workload, the operator (Helm) and the example policy, run
 #                                 the load generator, show the scaling as it happens, print a summary
+#   scripts/kind-demo.sh install  only install (or refresh) Prometheus, the demo, the operator, the policy and
+#                                 the load generator on the current cluster (no Docker; images must exist)
 #   scripts/kind-demo.sh status   one snapshot of the demo
 #   scripts/kind-demo.sh summary  the summary again (after or during a run)
 #   scripts/kind-demo.sh down     delete the cluster
 #
 # Environment:
 #   CLUSTER_NAME     kind cluster name (default: rlscale-demo)
+#   KUBE_CONTEXT     kubeconfig context to use (default: kind-$CLUSTER_NAME)
 #   KIND_NODE_IMAGE  node image for `kind create cluster --image` (default: kind's own default)
 #   TRACE            a t_seconds,value CSV to replay instead of the generated day
 #   HELM             helm binary (default: helm on PATH, else tools/build-tools.sh helm)
@@ -23,7 +26,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLUSTER=${CLUSTER_NAME:-rlscale-demo}
-CONTEXT=kind-$CLUSTER
+CONTEXT=${KUBE_CONTEXT:-kind-$CLUSTER}
 DEMO_TIMEOUT=${DEMO_TIMEOUT:-1200}
 WATCH_EVERY=${WATCH_EVERY:-30}
 VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/charts/rlscale/Chart.yaml")
@@ -208,7 +211,13 @@ main() {
 		need kind
 		kind delete cluster --name "$CLUSTER"
 		;;
-	-h | --help | help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+	install)
+		need kubectl
+		install_stack
+		start_load
+		snapshot
+		;;
+	-h | --help | help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
 	*) die "unknown command: $cmd (try --help)" ;;
 	esac
 }

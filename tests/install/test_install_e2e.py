@@ -175,7 +175,8 @@ def test_plain_manifests_install(kubectl: Run, api: client.ApiClient, peering_cr
             assert not _can(api, sa, verb, group, resource, namespace="any-namespace"), (group, resource, verb)
         assert not _can(api, sa, "patch", "kopf.dev", "clusterkopfpeerings"), "no peering by default"
     finally:
-        kubectl("delete", "-f", manifest, "--wait=false")
+        # Wait until the namespace is gone: the demo script installs into it later.
+        kubectl("delete", "-f", manifest, "--wait=true", "--timeout=120s")
 
 
 def test_helm_install_namespaced_with_peering(
@@ -286,3 +287,36 @@ def test_rbac_scopes_match_discovery(kubectl: Run, peering_crds: None) -> None:
         assert scope is not None, f"{group}/{base} is not served"
         cluster_bucket = bucket in ("cluster", "clusterWhenNamespaced", "peeringClusterwide")
         assert scope is not cluster_bucket, (group, resource, bucket)
+
+
+def test_kind_demo_script_installs_the_stack(cluster: LocalCluster, kubectl: Run) -> None:
+    """scripts/kind-demo.sh's install path (everything but kind and docker) against this API server."""
+    from install_helpers import ROOT
+
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig),
+        "KUBE_CONTEXT": "rlscale-devstack",
+        "HELM": str(cluster.bin_dir / "helm"),
+        "PATH": f"{cluster.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "kind-demo.sh"), "install"], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    snapshot = proc.stdout.strip().splitlines()[-1]
+    assert "replicas=1 ready=1 cpu_limit=500m" in snapshot, snapshot
+    assert "policy: demo demo" in snapshot, snapshot
+    release = json.loads(subprocess.run(
+        [str(cluster.bin_dir / "helm"), "--kubeconfig", str(cluster.kubeconfig), "list", "-n", "rlscale-system",
+         "-o", "json"], capture_output=True, text=True, check=True,
+    ).stdout)  # fmt: skip
+    assert [(r["name"], r["status"]) for r in release] == [("rlscale", "deployed")]
+    # The demo values serve only the demo namespace: a Role there, no cluster-wide Deployment access.
+    kubectl("-n", "rlscale-demo", "get", "role", "rlscale")
+    kubectl("-n", "rlscale-demo", "get", "job", "loadgen")
+    summary = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "kind-demo.sh"), "summary"], env=env, capture_output=True, text=True
+    )
+    assert summary.returncode == 0, summary.stderr
+    assert "deployment now:" in summary.stdout and "Prometheus UI" in summary.stdout
