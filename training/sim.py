@@ -64,6 +64,17 @@ _LN100 = math.log(100.0)
 _OOM_LOGIT = 1.702  # logistic approximation of the normal CDF
 
 
+_Draw = Callable[[np.random.Generator, tuple[int, ...]], Any]
+
+
+def _normal(rng: np.random.Generator, shape: tuple[int, ...]) -> Any:
+    return rng.standard_normal(shape)
+
+
+def _uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> Any:
+    return rng.random(shape)
+
+
 @dataclass(frozen=True, slots=True)
 class _Series:
     """The load series, flattened into one array so each env indexes it without Python loops."""
@@ -126,9 +137,11 @@ class VectorSim:
     random window of ``episode_steps`` decisions of a random series (uniform over series);
     a series shorter than that is played whole, so its episodes are shorter.
     ``fixed_start=True`` starts every episode at row 0 (evaluation). ``common_noise=True``
-    gives every env the same exogenous draws (series, window, load multiplier, arrival and
-    metric noise, scrape gaps) — and the same as a single env with that seed — so policies
-    compared side by side face identical conditions.
+    gives every env the same random draws (series, window, load multiplier, arrival and
+    metric noise, scrape gaps, OOM rounding) — the same as a single env with that seed —
+    so policies compared side by side face identical conditions. ``env_seeds`` generalises
+    it: env ``i`` draws as a single env seeded ``env_seeds[i]`` would, and envs with equal
+    seeds share draws (several policies × several seeds in one batch).
 
     With ``autoreset`` (the default, as gymnasium vector envs in same-step mode), an env
     whose episode ended is reset inside :meth:`step`: the returned observation is the new
@@ -147,10 +160,14 @@ class VectorSim:
         autoreset: bool = True,
         fixed_start: bool = False,
         common_noise: bool = False,
+        env_seeds: Sequence[int] | None = None,
         episode_steps: int | None = None,
     ) -> None:
         if n_envs < 1:
             raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+        if env_seeds is not None and len(env_seeds) != n_envs:
+            raise ValueError(f"env_seeds: expected one seed per env ({n_envs}), got {len(env_seeds)}")
+        self._env_seeds = tuple(int(x) for x in env_seeds) if env_seeds is not None else None
         self.config = config
         self.n_envs = n_envs
         self.autoreset = autoreset
@@ -252,6 +269,8 @@ class VectorSim:
     def reset(self, seed: int | None = None) -> npt.NDArray[np.float32]:
         """Start a new episode in every env; returns observations ``(n_envs, N_FEATURES)``."""
         if seed is not None:
+            if self._env_seeds is not None:
+                raise ValueError("reset(seed=...): this simulator was built with env_seeds; they cannot be replaced")
             self._seed(seed)
         self._reset_envs(np.arange(self.n_envs))
         self._needs_reset = False
@@ -362,13 +381,41 @@ class VectorSim:
 
     # ------------------------------------------------------------------ internals
     def _seed(self, seed: int | None) -> None:
-        exo, endo = np.random.SeedSequence(seed).spawn(2)
-        self._rng = np.random.default_rng(exo)
-        self._rng_endo = np.random.default_rng(endo)
+        def streams(s: int | None) -> tuple[np.random.Generator, np.random.Generator]:
+            exo, endo = np.random.SeedSequence(s).spawn(2)
+            return np.random.default_rng(exo), np.random.default_rng(endo)
 
-    def _width(self, k: int) -> int:
-        """How many independent exogenous draws a batch of ``k`` envs gets: 1 when they share noise."""
-        return 1 if self.common_noise else k
+        self._groups: IntArray | None = None
+        self._rng, self._rng_endo = streams(seed)
+        if self._env_seeds is None and not self.common_noise:
+            return
+        # Envs in groups: one pair of streams per distinct seed, drawn one value per group.
+        seeds = self._env_seeds if self._env_seeds is not None else (0,) * self.n_envs
+        distinct = sorted(set(seeds))
+        self._groups = np.array([distinct.index(x) for x in seeds], dtype=np.int64)
+        if self._env_seeds is None:
+            self._group_rngs = [(self._rng, self._rng_endo)]
+        else:
+            self._group_rngs = [streams(x) for x in distinct]
+
+    def _exo(self, draw: _Draw, rows: tuple[int, ...], idx: IntArray | None) -> FloatArray:
+        """Exogenous draws of shape ``rows + (k,)`` for envs ``idx`` (all when None).
+
+        Independent envs take one vectorised draw. Grouped envs take one draw per group
+        present, so each group's stream advances exactly as a single env's would.
+        """
+        if self._groups is None:
+            return np.asarray(draw(self._rng, (*rows, self.n_envs if idx is None else idx.size)))
+        groups = self._groups if idx is None else self._groups[idx]
+        table = np.empty((*rows, len(self._group_rngs)))
+        for g in np.unique(groups):
+            table[..., g] = draw(self._group_rngs[g][0], rows)
+        return table[..., groups]
+
+    def _group_uniform(self) -> FloatArray:
+        """One uniform per group from its policy-caused stream, spread to the group's envs."""
+        assert self._groups is not None
+        return np.array([endo.random() for _, endo in self._group_rngs])[self._groups]
 
     def _check_ready(self) -> None:
         if self._needs_reset:
@@ -457,7 +504,7 @@ class VectorSim:
         rows = self._row0[idx] + (np.asarray(elapsed_s) // TRACE_STEP_S).astype(np.int64)
         return np.minimum(rows, self._row_last[idx])
 
-    def _record(self, idx: IntArray | slice, truth: Sequence[FloatArray], back: int = 0) -> None:
+    def _record(self, idx: IntArray | None, truth: Sequence[FloatArray], back: int = 0) -> None:
         """Write an interval's metrics into the pipeline's history, with measurement noise.
 
         Noise is applied once, when the interval is recorded: re-reading the same window
@@ -465,26 +512,26 @@ class VectorSim:
         """
         cfg = self.config
         row = self._seen[(self._g_step - back) % self._hist_len]
-        k = truth[0].size
+        sel: IntArray | slice = slice(None) if idx is None else idx
         sig = cfg.metric_noise
         if sig > 0:
-            noise = np.exp(sig * self._rng.standard_normal((_N_METRICS, self._width(k))) - 0.5 * sig * sig)
+            noise = np.exp(sig * self._exo(_normal, (_N_METRICS,), idx) - 0.5 * sig * sig)
             for m in range(_N_METRICS):
-                row[m, idx] = truth[m] * noise[m]
+                row[m, sel] = truth[m] * noise[m]
         else:
             for m in range(_N_METRICS):
-                row[m, idx] = truth[m]
+                row[m, sel] = truth[m]
         np.minimum(row[_M_ERR], 1.0, out=row[_M_ERR])
 
     def _reset_envs(self, idx: IntArray) -> None:
         cfg, lim, s = self.config, self.config.limits, self._series
         k = idx.size
-        rng, w = self._rng, self._width(k)
-        ser = np.broadcast_to(rng.integers(0, s.length.size, size=w), (k,))
+        u = self._exo(_uniform, (3,), idx)  # series, window start, load multiplier
+        ser = np.minimum((u[0] * s.length.size).astype(np.int64), s.length.size - 1)
         length = s.length[ser]
         rows_needed = math.ceil(self.episode_steps * cfg.step_s / TRACE_STEP_S - 1e-9)
         slack = np.maximum(length - rows_needed, 0)
-        start = np.zeros(k, dtype=np.int64) if self.fixed_start else (rng.random(w) * (slack + 1)).astype(np.int64)
+        start = np.zeros(k, dtype=np.int64) if self.fixed_start else (u[1] * (slack + 1)).astype(np.int64)
         self._series_idx[idx] = ser
         self._row0[idx] = s.offset[ser] + start
         self._row_last[idx] = s.offset[ser] + length - 1
@@ -493,7 +540,7 @@ class VectorSim:
         self._t[idx] = 0
         self._start_s[idx] = s.start_s[ser] + start * TRACE_STEP_S
         lo, hi = cfg.load_scale_range
-        self._scale[idx] = s.scale[ser] * (rng.uniform(lo, hi, size=w) if hi > lo else lo)
+        self._scale[idx] = s.scale[ser] * (lo + (hi - lo) * u[2])
         self._ep_return[idx] = 0.0
 
         self.cpu_limit_m[idx] = cfg.initial_cpu_limit_m
@@ -580,7 +627,7 @@ class VectorSim:
         lam_all = self._series.flat[np.stack(sub_rows)] * self._scale
         if cfg.arrival_noise > 0:
             sig = cfg.arrival_noise
-            lam_all *= np.exp(sig * self._rng.standard_normal((sub_n, self._width(n))) - 0.5 * sig * sig)
+            lam_all *= np.exp(sig * self._exo(_normal, (sub_n,), None) - 0.5 * sig * sig)
 
         served_sum = np.zeros(n)
         dropped = np.zeros(n)
@@ -609,15 +656,16 @@ class VectorSim:
             # OOM kills: working sets spread across pods (normal, CV memory_spread); a pod whose
             # working set passes its limit is killed, drops its requests and restarts.
             at_risk = np.flatnonzero((ws > self.memory_limit_mib * (1.0 - 4.0 * cfg.memory_spread)) & (serving > 0))
-            # Shared draws are taken every sub-step, so the stream stays aligned across batch sizes.
-            shared_u = self._rng_endo.random(1) if self.common_noise else None
+            # Grouped envs draw every sub-step, one value per group, so their streams stay
+            # aligned with single-env runs whatever happens to the other envs.
+            group_u = self._group_uniform() if self._groups is not None else None
             if at_risk.size:
                 w = ws[at_risk]
                 z = (w - self.memory_limit_mib[at_risk]) / (cfg.memory_spread * w)
                 p_over = 1.0 / (1.0 + np.exp(-_OOM_LOGIT * z))
                 kills = np.zeros(n)
                 # Expected kills, stochastically rounded to whole pods.
-                u = shared_u if shared_u is not None else self._rng_endo.random(at_risk.size)
+                u = group_u[at_risk] if group_u is not None else self._rng_endo.random(at_risk.size)
                 kills[at_risk] = np.floor(serving[at_risk] * p_over + u)
                 share = kills / np.maximum(serving, 1.0)
                 lost_backlog = b1 * share
@@ -657,7 +705,7 @@ class VectorSim:
         mem_util = ws_sum * inv_valid * no_data / self.memory_limit_mib
         queue = (self._backlog + self._inflight) / np.maximum(self._serving, 1.0)
         request_rate = offered / cfg.step_s
-        self._record(every, (request_rate, cpu_util, mem_util, p50, p99_max, error_rate, queue))
+        self._record(None, (request_rate, cpu_util, mem_util, p50, p99_max, error_rate, queue))
 
         cpu_allocated = (self.replicas * self.cpu_limit_m).astype(np.float64)
         rew = reward(
@@ -730,8 +778,7 @@ class VectorSim:
             raw[row, sel] = source[sel]
         if cfg.metrics_missing_prob > 0:
             # A failed Prometheus query: every metric of that env is unknown at this decision.
-            k = self.n_envs if idx is None else idx.size
-            gap = np.where(self._rng.random(self._width(k)) < cfg.metrics_missing_prob, np.nan, 1.0)
+            gap = np.where(self._exo(_uniform, (), idx) < cfg.metrics_missing_prob, np.nan, 1.0)
             raw[self._metric_rows[:, None], sel] *= gap
         if idx is None:
             # A fresh array each step: callers may keep it, and later resets write into the next one.
@@ -827,7 +874,7 @@ def run_episodes(
     config: SimConfig,
     load: LoadLike,
     decide_fns: Sequence[DecideFn],
-    seed: int | None = 0,
+    seed: int | Sequence[int] | None = 0,
     *,
     keep_decisions: bool = False,
 ) -> list[EpisodeLog]:
@@ -837,16 +884,34 @@ def run_episodes(
     and returns the replicas and limits to set. Nothing is masked here: the callback is
     the decision function, which masks and enforces itself (``decide`` does).
 
-    All callbacks face the same load and the same noise, identical to what
-    :func:`run_episode` with this seed gives a single callback (common random numbers:
-    differences between policies are theirs, not the dice's).
+    With one ``seed``, all callbacks face the same load and the same noise, identical to
+    what :func:`run_episode` with this seed gives a single callback (common random numbers:
+    differences between policies are theirs, not the dice's). With a sequence of seeds, one
+    per callback, callback ``i`` gets exactly the run :func:`run_episode` would give it with
+    ``seed[i]`` — so policies × seeds can share one batch.
     """
     n = len(decide_fns)
     if n == 0:
         raise ValueError("decide_fns: give at least one callback")
+    shared: int | None = None
+    per_env: list[int] | None = None
+    if seed is None or isinstance(seed, int):
+        shared = seed
+    else:
+        per_env = [int(x) for x in seed]
+        if len(per_env) != n:
+            raise ValueError(f"seed: expected one seed per callback ({n}), got {len(per_env)}")
     trace = load if isinstance(load, Trace) else None
     sim = VectorSim(
-        config, load, n_envs=n, seed=seed, autoreset=False, fixed_start=True, common_noise=True, episode_steps=10**12
+        config,
+        load,
+        n_envs=n,
+        seed=shared,
+        autoreset=False,
+        fixed_start=True,
+        common_noise=per_env is None,
+        env_seeds=per_env,
+        episode_steps=10**12,
     )
     sim.reset()
     steps = int(sim._ep_len[0])
@@ -868,7 +933,10 @@ def run_episodes(
     out = []
     for i in range(n):
         per_step = {key: np.array([row[i] for row in logs[key]]) for key in LOG_KEYS}
-        out.append(EpisodeLog(seed=seed, load_name=name, step_s=config.step_s, steps=per_step, decisions=decisions[i]))
+        env_seed = per_env[i] if per_env is not None else shared
+        out.append(
+            EpisodeLog(seed=env_seed, load_name=name, step_s=config.step_s, steps=per_step, decisions=decisions[i])
+        )
     return out
 
 

@@ -343,6 +343,34 @@ def test_run_episodes_batch_matches_single_runs() -> None:
     assert batch[0].summary() != batch[1].summary()
 
 
+def test_run_episodes_with_a_seed_per_callback_matches_single_runs() -> None:
+    """Policies × seeds in one batch: each env is exactly the single run with its seed."""
+    cfg = SimConfig(metrics_missing_prob=0.05, initial_memory_limit_mib=512, load_scale_range=(0.8, 1.2))
+    load = generate("bursty", 300, seed=4)
+    hpa = DecisionConfig(limits=cfg.limits, objective=cfg.objective)
+    static = DecisionConfig(limits=cfg.limits, objective=cfg.objective, baseline=BaselineConfig(kind="static"))
+    configs, seeds = [hpa, static, hpa, static], [1, 1, 2, 2]
+    batch = run_episodes(cfg, load, [Decider(c) for c in configs], seed=seeds)
+    for c, s, log in zip(configs, seeds, batch, strict=True):
+        single = run_episode(cfg, load, Decider(c), seed=s)
+        assert log.seed == s
+        for key in LOG_KEYS:
+            np.testing.assert_array_equal(log.steps[key], single.steps[key], err_msg=key)
+    np.testing.assert_array_equal(batch[0].steps["offered"], batch[1].steps["offered"])
+    assert not np.array_equal(batch[0].steps["offered"], batch[2].steps["offered"])
+    with pytest.raises(ValueError, match="one seed per callback"):
+        run_episodes(cfg, load, [Decider(hpa)], seed=[1, 2])
+
+
+def test_env_seeds_cannot_be_replaced_on_reset() -> None:
+    sim = VectorSim(SimConfig(), np.ones(100), n_envs=2, env_seeds=[3, 4])
+    sim.reset()
+    with pytest.raises(ValueError, match="env_seeds"):
+        sim.reset(seed=1)
+    with pytest.raises(ValueError, match="one seed per env"):
+        VectorSim(SimConfig(), np.ones(100), n_envs=2, env_seeds=[3])
+
+
 def test_run_episode_on_a_real_test_window() -> None:
     path = traces_dir() / "worldcup98_1998-06-24_7d_1min.csv"
     if not path.exists():
