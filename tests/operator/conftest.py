@@ -62,6 +62,7 @@ class FakePrometheus:
         self.values: dict[str, float | str | None] = {}
         self.down = False
         self.queries: list[dict[str, str]] = []
+        self.headers: list[dict[str, str]] = []
         handler["get /api/v1/query"] << self._answer
 
     @property
@@ -70,6 +71,7 @@ class FakePrometheus:
 
     def _answer(self, request: kmock.Request) -> Any:
         self.queries.append(dict(request.params))
+        self.headers.append(dict(request.headers))
         if self.down:
             return kmock.Response(status=503, payload={"status": "error", "error": "down"})  # type: ignore[call-arg]
         at = float(request.params.get("time", time.time()))
