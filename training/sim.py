@@ -5,7 +5,8 @@ decision interval per :meth:`VectorSim.step`, integrated in ``SimConfig.substeps
 sub-steps. It deliberately owns only the *world* — pods, queues, memory, the metrics
 pipeline — and takes everything a policy sees or is judged by from :mod:`rlscale.policy`:
 
-* observations are built as raw columns and encoded by :func:`rlscale.policy.spec.encode`;
+* observations are built as raw columns and encoded by the spec
+  (:func:`rlscale.policy.spec.encode_matrix`, the function :func:`~rlscale.policy.spec.encode` calls);
 * an action index becomes a target only through the safety mask's clamped outcome
   (:func:`rlscale.policy.mask.action_mask` / :func:`rlscale.policy.mask.evaluate`);
 * the reward is :func:`rlscale.policy.reward.reward` of the interval's true outcome.
@@ -19,7 +20,8 @@ Randomness comes from two generators: one for exogenous noise (arrivals, metric 
 scrape gaps, episode windows) whose draws never depend on the policy, one for what the
 policy causes (how many pods an OOM kills, rounded stochastically). Two policies run with
 the same seed therefore face the same load and the same measurement noise (common random
-numbers).
+numbers); in evaluation (``common_noise`` / ``env_seeds``) envs draw per seed, so a batch
+reproduces single runs exactly.
 """
 
 from __future__ import annotations
