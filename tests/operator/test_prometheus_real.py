@@ -96,13 +96,9 @@ def stack(
     registry.register(workload)  # type: ignore[arg-type]
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
-    prom = LocalPrometheus(
-        tmp_path_factory.mktemp("prom"), static_targets=[f"127.0.0.1:{port}"], binary=prometheus_binary
-    )
     # honor_labels keeps the exporter's namespace/pod labels as they are (as for cAdvisor via the kubelet).
-    prom.scrape_configs = [
-        {"job_name": "static", "honor_labels": True, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
-    ]
+    scrape = {"job_name": "exporter", "honor_labels": True, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+    prom = LocalPrometheus(tmp_path_factory.mktemp("prom"), scrape_configs=[scrape], binary=prometheus_binary)
     prom.start()
     try:
         prom.wait_for_value('http_requests_in_flight{namespace="shop"}', timeout=60)
