@@ -14,6 +14,7 @@ import click
 _COMMANDS: dict[str, str] = {
     "cluster": "rlscale.devstack.cli:cluster",
     "crd": "rlscale.operator.crd:crd_command",
+    "demo": "rlscale.devstack.demo:demo",
     "evaluate": "rlscale.training.cli:evaluate_cmd",
     "evaluate-all": "rlscale.training.cli:evaluate_all_cmd",
     "export": "rlscale.training.cli:export_cmd",
