@@ -195,6 +195,7 @@ def policy(name: str, namespace: str, target: str, prometheus_url: str, **spec: 
             "namespace": namespace,
             "uid": f"uid-{name}",
             "generation": 1,
+            "resourceVersion": "1",
             "creationTimestamp": "2026-01-01T00:00:00Z",
         },
         "spec": body_spec,
