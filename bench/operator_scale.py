@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import itertools
 import json
 import os
 import resource
@@ -139,10 +141,8 @@ async def _run_operator(api_url: str, n: int, interval: int, duration: float, ch
     cpu1, wall1, child1 = time.process_time(), time.monotonic(), _child_cpu_s(child)
     rss, peak = _rss_mib()
     stop.set()
-    try:
+    with contextlib.suppress(TimeoutError, asyncio.CancelledError):
         await asyncio.wait_for(task, timeout=30)
-    except (TimeoutError, asyncio.CancelledError):
-        pass
     runtime.close()
 
     gaps_ok = gaps = made = 0
@@ -151,7 +151,7 @@ async def _run_operator(api_url: str, n: int, interval: int, duration: float, ch
         window = [(t, d) for t, d in series if wall0 <= t <= wall1]
         made += len(window)
         latencies += [d for _, d in window]
-        for (t_prev, d_prev), (t, _) in zip(window, window[1:], strict=False):
+        for (t_prev, d_prev), (t, _) in itertools.pairwise(window):
             gaps += 1
             gaps_ok += int(t - t_prev <= interval + 1.0 and d_prev < interval)
     latencies.sort()
