@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -110,15 +111,31 @@ class ScalingState:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class MaskResult:
-    """Per state and proposal: allowed or not, the rule, and the clamped outcome."""
+    """Per state and proposal: allowed or not, the rule, and the clamped outcome.
+
+    The outcomes (``replicas``, ``cpu_limit_m``, ``memory_limit_mib``: what taking each
+    proposal would set, or the current value where it is forbidden) are computed on first
+    use: PPO's rollouts need only ``allowed``.
+    """
 
     allowed: BoolArray  # (n, k)
     reason: npt.NDArray[np.int8]  # (n, k) MaskRule codes
-    replicas: IntArray  # (n, k) outcome if taken (the current value where forbidden)
-    cpu_limit_m: IntArray
-    memory_limit_mib: IntArray
+    _targets: tuple[IntArray, IntArray, IntArray]  # clamped (replicas, cpu, memory), (n, k)
+    _current: tuple[IntArray, IntArray, IntArray]  # (n, 1)
+
+    @cached_property
+    def replicas(self) -> IntArray:
+        return np.where(self.allowed, self._targets[0], self._current[0])
+
+    @cached_property
+    def cpu_limit_m(self) -> IntArray:
+        return np.where(self.allowed, self._targets[1], self._current[1])
+
+    @cached_property
+    def memory_limit_mib(self) -> IntArray:
+        return np.where(self.allowed, self._targets[2], self._current[2])
 
 
 def evaluate(
@@ -139,8 +156,11 @@ def evaluate(
     limit_move = (dc != 0) | (dm != 0)
 
     # Clamp replicas to the step limits, then to the bounds; a hold stays exactly a hold.
-    up_room = np.maximum(limits.max_scale_up_pods, np.ceil(r * (limits.max_scale_up_percent / 100.0)))
-    down_room = np.maximum(limits.max_scale_down_pods, np.floor(r * (limits.max_scale_down_percent / 100.0)))
+    # Rooms are (n, 1) and integer, so the (n, k) arithmetic below stays in int64.
+    up_room = np.maximum(limits.max_scale_up_pods, np.ceil(r * (limits.max_scale_up_percent / 100.0))).astype(np.int64)
+    down_room = np.maximum(limits.max_scale_down_pods, np.floor(r * (limits.max_scale_down_percent / 100.0))).astype(
+        np.int64
+    )
     tr = np.minimum(np.maximum(proposed_replicas, r - down_room), r + up_room)
     tr = np.minimum(np.maximum(tr, limits.min_replicas), limits.max_replicas)
     tc = np.minimum(np.maximum(proposed_cpu_m, limits.cpu_limit_min_m), limits.cpu_limit_max_m)
@@ -152,7 +172,7 @@ def evaluate(
         tr = np.where(up, np.minimum(tr, limits.max_total_cpu_m // np.maximum(tc, 1)), tr)
     if limits.max_total_memory_mib is not None:
         tr = np.where(up, np.minimum(tr, limits.max_total_memory_mib // np.maximum(tm, 1)), tr)
-    tr = np.where(dr == 0, r, tr).astype(np.int64)
+    tr = np.where(dr == 0, r, tr)
     stuck_up = up & (tr <= r)
 
     no = np.zeros(tr.shape, dtype=bool)
@@ -178,16 +198,11 @@ def evaluate(
         (dm < 0) & ~mem_unknown & (tm < state.memory_utilization[:, None] * m * limits.memory_headroom),
         stuck_up,  # a scale-up that cannot happen for any other reason (not reachable with sane limits)
     )
-    stacked = np.array(conditions)  # every condition has the proposals' shape (n, k)
-    reason = np.where(stacked.any(axis=0), _RULE_ORDER[stacked.argmax(axis=0)], 0).astype(np.int8)
-    allowed = reason == 0
-    return MaskResult(
-        allowed=allowed,
-        reason=reason,
-        replicas=np.where(allowed, tr, r),
-        cpu_limit_m=np.where(allowed, tc, c),
-        memory_limit_mib=np.where(allowed, tm, m),
-    )
+    # Written lowest priority first, so the highest-priority rule that holds wins.
+    reason = np.zeros(tr.shape, dtype=np.int8)
+    for code, condition in zip(_RULE_ORDER[::-1], conditions[::-1], strict=True):
+        np.copyto(reason, code, where=condition)
+    return MaskResult(allowed=reason == 0, reason=reason, _targets=(tr, tc, tm), _current=(r, c, m))
 
 
 _RULE_ORDER = np.array(
