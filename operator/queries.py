@@ -62,8 +62,8 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(
         "memory_working_set",
         "memoryWorkingSet",
-        "working-set bytes per pod (mean over pods) of the managed containers",
-        "avg(sum by (pod) (last_over_time(container_memory_working_set_bytes{" + _CSEL + "}[{window}])))",
+        "working-set bytes of the most-loaded pod (max over pods) of the managed containers",
+        "max(sum by (pod) (last_over_time(container_memory_working_set_bytes{" + _CSEL + "}[{window}])))",
     ),
     Signal(
         "request_rate",

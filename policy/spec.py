@@ -44,7 +44,7 @@ RAW_COLUMNS: tuple[str, ...] = (
     "cpu_limit_m",  # per-container CPU limit, millicores
     "memory_limit_mib",
     "cpu_utilization",  # mean CPU usage / CPU limit over ready pods
-    "memory_utilization",  # mean working set / memory limit
+    "memory_utilization",  # working set / memory limit of the most-loaded pod (what the OOM killer sees)
     "request_rate",  # requests per second, whole Deployment
     "request_rate_prev",  # the same, TREND_WINDOW_S earlier
     "latency_p50_ms",
