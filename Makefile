@@ -8,6 +8,10 @@ PY := $(VENV)/bin/python
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+demo: ## the local demo: control plane + Prometheus + operator + flash-crowd load; ARGS="--trace FILE" etc.
+	scripts/setup.sh
+	$(VENV)/bin/rlscale demo $(ARGS)
+
 setup: ## install system packages, the virtualenv and the Go-built tools (idempotent)
 	scripts/setup.sh
 
@@ -25,6 +29,11 @@ e2e: ## the end-to-end tier on the local control plane
 
 bench: ## benchmarks (print numbers; no assertions)
 	$(PY) bench/decide_latency.py
+	$(PY) bench/sim_throughput.py
+
+manifests: ## regenerate the CRD, its chart copy, the RBAC rules and deploy/ from their sources
+	$(VENV)/bin/rlscale crd --write
+	$(PY) scripts/sync-manifests.py
 
 tools: ## build the Go tools (kube-apiserver & co., etcd, kwok, helm, kindcheck) into the cache
 	tools/build-tools.sh
