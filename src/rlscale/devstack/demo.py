@@ -306,7 +306,7 @@ class Demo:
         done()
 
         done = self._step("Prometheus, and the operator (rlscale run) with the chart's ServiceAccount token")
-        client.AppsV1Api(api).create_namespaced_deployment(DEMO_NS, demo_deployment())
+        client.AppsV1Api(api).create_namespaced_deployment(DEMO_NS, demo_deployment())  # type: ignore[arg-type]
         prom = LocalPrometheus(stack_dir / "prometheus")
         stack.callback(prom.stop)
         prom.start()
@@ -352,12 +352,11 @@ class Demo:
         """Print each new decision until the pattern is replayed or the time is up."""
         api, twin = self.api, self.twin
         assert api is not None and twin is not None
-        custom = client.CustomObjectsApi(api)
         deadline = self.t0 + self.opts.minutes * 60.0
         end_sim = len(self.trace) * 60.0
         last = 0
         while time.monotonic() < deadline and twin.simulated_seconds < end_sim:
-            policy = custom.get_namespaced_custom_object("rlscale.io", "v1alpha1", DEMO_NS, "autoscalepolicies", NAME)
+            policy = _get_policy(api)
             status = policy.get("status") or {}
             decision = status.get("lastDecision")
             if decision and int(decision["number"]) > last and not status.get("pending"):
@@ -385,9 +384,7 @@ class Demo:
                 by_source = _decisions_by_source(operator.metrics_text())
         if api is not None:
             with contextlib.suppress(Exception):
-                policy = client.CustomObjectsApi(api).get_namespaced_custom_object(
-                    "rlscale.io", "v1alpha1", DEMO_NS, "autoscalepolicies", NAME
-                )
+                policy = _get_policy(api)
                 ratio = (policy.get("status") or {}).get("rollout", {}).get("ratio")
         samples = twin.samples()
         summary = summarize(
@@ -413,6 +410,15 @@ class Demo:
             format_summary(summary, slo_ms=SLO_MS, max_error_rate=MAX_ERROR_RATE, mode=self.opts.mode, ratio=ratio)
         )
         self.echo(f"\nplot:      {png}\ndecisions: {out / 'decisions.csv'}\nsummary:   {out / 'summary.json'}")
+
+
+def _get_policy(api: client.ApiClient) -> dict[str, Any]:
+    obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        "rlscale.io", "v1alpha1", DEMO_NS, "autoscalepolicies", NAME
+    )
+    if not isinstance(obj, dict):
+        raise TypeError(f"unexpected reply reading the policy: {type(obj).__name__}")
+    return obj
 
 
 def _hhmm(row: int) -> str:

@@ -30,6 +30,7 @@ fine enough (×1.15) that ``histogram_quantile`` returns them within a few perce
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -107,39 +108,49 @@ class TwinSample:
     oom_kills: float
 
 
-def _limit(resources: Any, key: str) -> Any:
-    limits = (resources.limits if resources is not None else None) or {}
-    if key not in limits:
-        raise ValueError(f"container has no {key} limit")
-    return limits[key]
+def _json(call: Callable[[], Any]) -> dict[str, Any] | None:
+    """Run a client call made with ``_preload_content=False`` and decode its JSON; None on 404.
 
-
-def read_deployment_state(api: client.ApiClient, target: TwinTarget) -> DeploymentState | None:
-    """Replicas, the container's limits and the running pods of the target; ``None`` if it is gone."""
-    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    Plain JSON instead of the client's model objects: the twin reads a few fields every second.
+    """
     try:
-        dep = apps.read_namespaced_deployment(target.deployment, target.namespace)
+        resp = call()
     except ApiException as exc:
         if exc.status == 404:
             return None
         raise
-    containers = {c.name: c for c in dep.spec.template.spec.containers}
+    data: dict[str, Any] = json.loads(resp.data)
+    return data
+
+
+def read_deployment_state(api: client.ApiClient, target: TwinTarget) -> DeploymentState | None:
+    """Replicas, the container's limits and the running pods of the target; ``None`` if it is gone."""
+    ns, name = target.namespace, target.deployment
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    dep = _json(lambda: apps.read_namespaced_deployment(name, ns, _preload_content=False))
+    if dep is None:
+        return None
+    spec = dep.get("spec") or {}
+    containers = {c.get("name"): c for c in (spec.get("template") or {}).get("spec", {}).get("containers", [])}
     if target.container not in containers:
-        raise ValueError(f"Deployment {target.deployment} has no container {target.container!r}")
-    res = containers[target.container].resources
-    cpu_m = math.ceil(float(parse_quantity(_limit(res, "cpu"))) * 1000)
-    mem_mib = math.ceil(float(parse_quantity(_limit(res, "memory"))) / _MIB)
-    selector = ",".join(f"{k}={v}" for k, v in sorted((dep.spec.selector.match_labels or {}).items()))
-    pods = core.list_namespaced_pod(target.namespace, label_selector=selector).items
+        raise ValueError(f"Deployment {name} has no container {target.container!r}")
+    limits = (containers[target.container].get("resources") or {}).get("limits") or {}
+    missing = [k for k in ("cpu", "memory") if k not in limits]
+    if missing:
+        raise ValueError(f"container {target.container!r} of Deployment {name} has no {' and no '.join(missing)} limit")
+    cpu_m = math.ceil(float(parse_quantity(limits["cpu"])) * 1000)
+    mem_mib = math.ceil(float(parse_quantity(limits["memory"])) / _MIB)
+    selector = ",".join(f"{k}={v}" for k, v in sorted(((spec.get("selector") or {}).get("matchLabels") or {}).items()))
+    pods = _json(lambda: core.list_namespaced_pod(ns, label_selector=selector, _preload_content=False)) or {}
     running = tuple(
         sorted(
-            p.metadata.name
-            for p in pods
-            if p.status is not None and p.status.phase == "Running" and p.metadata.deletion_timestamp is None
+            str(p["metadata"]["name"])
+            for p in pods.get("items", [])
+            if (p.get("status") or {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
         )
     )
-    replicas = dep.spec.replicas if dep.spec.replicas is not None else 1
-    return DeploymentState(int(replicas), cpu_m, mem_mib, running)
+    replicas = spec.get("replicas")
+    return DeploymentState(int(replicas if replicas is not None else 1), cpu_m, mem_mib, running)
 
 
 @dataclass(slots=True)
