@@ -38,8 +38,9 @@ from kubernetes import client, config
 from rlscale.devstack.cluster import LocalCluster
 from rlscale.devstack.demo_report import DecisionRecord, decision_line, format_summary, plot, summarize
 from rlscale.devstack.operator_stack import OperatorProcess, helm_install, service_account_kubeconfig
-from rlscale.devstack.prometheus import LocalPrometheus
-from rlscale.devstack.tools import DEFAULT_COMPONENTS, locate_tools_bin
+from rlscale.devstack.procs import ComponentError
+from rlscale.devstack.prometheus import LocalPrometheus, PrometheusNotFoundError
+from rlscale.devstack.tools import DEFAULT_COMPONENTS, ToolsNotFoundError, locate_tools_bin
 from rlscale.devstack.twin import TwinExporter, TwinTarget
 from rlscale.policy.model import DEFAULT_MODEL_PATH, ModelMismatchError, PolicyModel
 from rlscale.training.sim_config import SimConfig
@@ -53,6 +54,11 @@ CONTAINER = "demo"
 SLO_MS = 250.0
 MAX_ERROR_RATE = 0.01
 INTERVAL_S = 5
+GATE_NOTES = {
+    "gradual": "each decision goes to the learned policy with probability ratio (starts at 0.5, moves with results)",
+    "full": "the learned policy makes every decision (the mask still applies)",
+    "shadow": "the HPA baseline makes every decision; the learned choice is only recorded",
+}
 #: A generated flash-crowd day is used when its peak is at least this many times its median.
 CROWD_PEAK_FACTOR = 5.0
 
@@ -263,7 +269,7 @@ class Demo:
             f"at {self.speed:g}× ({self.speed / 60:g} pattern minutes per second) in {replay_min:.1f} min"
         )
         self.echo(f"model: {model_note()}")
-        self.echo(f"gate:  {o.mode} (gradual: the learned policy gets a share starting at 0.5; shadow: never)")
+        self.echo(f"gate:  {o.mode} — {GATE_NOTES[o.mode]}")
         interrupted = False
         with contextlib.ExitStack() as stack, _sigterm_raises():
             try:
@@ -482,7 +488,11 @@ def demo(
     opts = DemoOptions(
         trace=trace, minutes=minutes, speed=speed, start=parse_start(start), out=out, mode=mode, seed=seed, nodes=nodes
     )
-    code = Demo(opts).run()
+    try:
+        code = Demo(opts).run()
+    except (ComponentError, ToolsNotFoundError, PrometheusNotFoundError, TimeoutError) as exc:
+        # Everything started was already stopped on the way out; say what failed and where its log is.
+        raise click.ClickException(str(exc)) from exc
     if code:
         raise SystemExit(code)
 
