@@ -30,9 +30,10 @@ def _cel_rules_by_title() -> dict[str, list[dict[str, str]]]:
     """CEL rules of every model that has some, keyed by the model's JSON-schema title (its class name)."""
     found: dict[str, list[dict[str, str]]] = {}
     for obj in vars(models).values():
-        if isinstance(obj, type) and issubclass(obj, BaseModel) and getattr(obj, "cel_rules", ()):
+        cel_rules: tuple[models.CelRule, ...] = getattr(obj, "cel_rules", ()) if isinstance(obj, type) else ()
+        if cel_rules and issubclass(obj, BaseModel):
             rules = []
-            for r in obj.cel_rules:
+            for r in cel_rules:
                 entry = {"rule": r.rule, "message": r.message}
                 if r.field_path:
                     entry["fieldPath"] = r.field_path

@@ -147,7 +147,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         runtime.close()
 
 
-@kopf.index("autoscaling", "v2", "horizontalpodautoscalers")
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers")  # type: ignore[arg-type]  # kopf types handlers as **kwargs-only
 def hpa_targets(namespace: str, name: str, spec: Mapping[str, Any], **_: Any) -> dict[tuple[str, str], str] | None:
     """HPAs by the Deployment they scale."""
     ref = spec.get("scaleTargetRef", {}) or {}
@@ -156,7 +156,7 @@ def hpa_targets(namespace: str, name: str, spec: Mapping[str, Any], **_: Any) ->
     return None
 
 
-@kopf.index(API_GROUP, API_VERSION, PLURAL)
+@kopf.index(API_GROUP, API_VERSION, PLURAL)  # type: ignore[arg-type]  # kopf types handlers as **kwargs-only
 def policy_targets(
     namespace: str, name: str, spec: Mapping[str, Any], meta: Mapping[str, Any], **_: Any
 ) -> dict[tuple[str, str], tuple[str, str]] | None:
@@ -167,7 +167,7 @@ def policy_targets(
     return {(namespace, str(target)): (str(meta.get("creationTimestamp") or ""), name)}
 
 
-@kopf.daemon(API_GROUP, API_VERSION, PLURAL, cancellation_timeout=10.0)
+@kopf.daemon(API_GROUP, API_VERSION, PLURAL, cancellation_timeout=10.0)  # type: ignore[arg-type]  # kopf types handlers as **kwargs-only
 async def reconcile_loop(
     name: str,
     namespace: str,

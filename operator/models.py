@@ -192,7 +192,7 @@ class HpaSpec(HpaConfig):
 
     model_config = _POLICY_CONFIG
     scale_up_policies: tuple[HpaPolicySpec, ...] = Field(
-        (HpaPolicySpec(type="Pods", value=4, periodSeconds=15), HpaPolicySpec(type="Percent", value=100)),
+        (HpaPolicySpec(type="Pods", value=4, periodSeconds=15), HpaPolicySpec(type="Percent", value=100)),  # type: ignore[call-arg]  # by alias
         min_length=1,
         max_length=8,
     )

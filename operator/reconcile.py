@@ -263,6 +263,7 @@ class Reconciler:
             now=now,
         )
         applied = False
+        target_gone = False
         error: str | None = None
         if act:
             await self._write(
@@ -273,7 +274,7 @@ class Reconciler:
                 applied = True
             except NotFound:
                 error = f"Deployment {ref.namespace}/{target} disappeared before the change was applied"
-                pending = None  # nothing left to apply it to
+                target_gone = True  # nothing left to apply the pending change to
             except ApiError as exc:
                 error = f"applying decision {new_state.decisions} failed, will retry: {exc}"
         conditions = list(base_conditions)
@@ -286,7 +287,7 @@ class Reconciler:
             self._announce(decision, ref, event)
         elif decision.changed and spec.dry_run:
             event("Normal", "DryRun", f"would set {_moves(decision)} ({decision.source}: {decision.action})")
-        keep_pending = pending if (act and not applied and pending is not None) else None
+        keep_pending = pending if (act and not applied and not target_gone) else None
         status = self._status(**status_kwargs, conditions=conditions, pending=keep_pending, applied=applied)
         await self._write(ref, status)
         self._transition_events(previous, status, event)
