@@ -396,7 +396,7 @@ def run_ppo(
     out_dir: Path | None = None,
     progress: bool = True,
     tensorboard: bool = True,
-    on_update: Callable[[UpdateStats], None] | None = None,
+    on_update: Callable[[UpdateStats, ActorCritic], None] | None = None,
     checkpoint_info: dict[str, Any] | None = None,
 ) -> PpoResult:
     """Train an actor-critic on ``env`` (already seeded by the caller) with masked PPO.
@@ -404,6 +404,7 @@ def run_ppo(
     With ``out_dir`` set, writes ``progress.csv``, ``tensorboard/`` and
     ``checkpoints/update_NNNNN.pt`` (every ``cfg.checkpoint_every`` updates and at the end),
     each carrying ``checkpoint_info`` (the provenance an export from it will record).
+    ``on_update(stats, model)`` is called after every update (benchmarks snapshot the model).
     """
     torch.set_num_threads(cfg.torch_threads)
     rng = seed_everything(seed)
@@ -525,7 +526,7 @@ def run_ppo(
             result.history.append(stats)
             logger.log(stats)
             if on_update is not None:
-                on_update(stats)
+                on_update(stats, model)
             if bar is not None:
                 bar.update(cfg.batch_size)
                 bar.set_postfix(reward=f"{stats.mean_step_reward:.3f}", entropy=f"{stats.entropy:.2f}")

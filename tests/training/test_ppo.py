@@ -10,6 +10,7 @@ import torch
 
 from rlscale.training.ppo import (
     ActorCritic,
+    RewardScaler,
     compute_gae,
     masked_entropy,
     masked_log_probs,
@@ -162,3 +163,16 @@ def test_training_is_reproducible_from_the_seed() -> None:
 def test_config_rejects_a_minibatch_count_that_does_not_divide_the_batch() -> None:
     with pytest.raises(ValueError, match="n_minibatches"):
         PpoConfig(n_envs=3, n_steps=5, n_minibatches=4)
+
+
+def test_reward_scaling_keeps_signs_and_is_invariant_to_the_reward_unit() -> None:
+    rng = np.random.default_rng(2)
+    rewards = rng.normal(0.5, 2.0, size=(300, 4))
+    dones = rng.random((300, 4)) < 0.02
+    small, large = RewardScaler(4, 0.98), RewardScaler(4, 0.98)
+    a = np.array([small(rewards[t], dones[t]) for t in range(300)])
+    b = np.array([large(1000.0 * rewards[t], dones[t]) for t in range(300)])
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert np.array_equal(np.sign(a), np.sign(rewards))
+    # The discounted return it tracks ends up with roughly unit scale.
+    assert 0.1 < float(np.std(a)) < 10.0
