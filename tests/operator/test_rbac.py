@@ -13,12 +13,11 @@ from test_operator_kmock import _busy_metrics, _deploy, _events, _status
 from rlscale.operator.rbac import API_CALLS, allowed, cluster_role_rules
 from rlscale.training.random_model import random_mlp_onnx
 
-pytestmark = pytest.mark.asyncio
-
 #: Calls only Kopf's scanning makes; the kmock tests run with scanning off (see conftest).
 SCANNING = {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces")}
 
 
+@pytest.mark.asyncio
 async def test_every_call_is_listed_and_every_listed_call_is_made(
     emulator: OperatorEmulator, fake_prometheus: FakePrometheus
 ) -> None:
