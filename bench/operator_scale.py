@@ -128,7 +128,7 @@ def rss_mib(pid: int) -> tuple[float, float]:
 
 
 def memory_breakdown(pid: int) -> dict[str, float]:
-    """Anonymous (heap) vs. file-backed (code, libraries) resident MiB, and the thread count."""
+    """Anonymous (heap) vs. file-backed (code, libraries) resident MiB, threads and open sockets."""
     rollup = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
         key, _, rest = line.partition(":")
@@ -140,6 +140,15 @@ def memory_breakdown(pid: int) -> dict[str, float]:
         "file_mib": round(rollup.get("Rss", 0.0) - rollup.get("Anonymous", 0.0), 1),
         "threads": threads,
     }
+
+
+def socket_count(pid: int) -> int:
+    """Open sockets of a process (its API and Prometheus connections, listeners, watches)."""
+    n = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            n += os.readlink(fd).startswith("socket:")
+    return n
 
 
 def host_busy_seconds() -> float:
@@ -437,12 +446,18 @@ class Result:
     harness_cpu_cores: float
     host_busy_cores: float
     fake_prometheus_requests: int
+    policy_json_bytes: float
     setup_s: float
     warmup_s: float
 
     @property
     def achieved_ratio(self) -> float:
         return self.reconciles_metrics / self.expected if self.expected else math.nan
+
+    def cpu_ms_per_reconcile(self, cores: float) -> float:
+        """CPU milliseconds per reconcile made: the capacity figure that does not depend on N."""
+        made = self.reconciles_metrics / self.window_s if self.window_s else 0.0
+        return 1000 * cores / made if made else math.nan
 
 
 def _wait(pred: Any, timeout: float, what: str, interval: float = 0.5) -> None:
@@ -453,13 +468,18 @@ def _wait(pred: Any, timeout: float, what: str, interval: float = 0.5) -> None:
         time.sleep(interval)
 
 
-def _policy_counters(cluster: LocalCluster) -> dict[str, int]:
+def _policy_counters(cluster: LocalCluster) -> tuple[dict[str, int], float]:
+    """Each policy's decision counter (status.controllerState.decisions), and the mean object size in bytes.
+
+    The size matters: every status write sends the whole object back to the operator on its watch.
+    """
     items = cluster.request("GET", PAGE, timeout=120)["items"]
     out = {}
     for p in items:
         state = (p.get("status") or {}).get("controllerState") or {}
         out[f"{p['metadata']['namespace']}/{p['metadata']['name']}"] = int(state.get("decisions", 0) or 0)
-    return out
+    size = statistics.mean(len(json.dumps(p, separators=(",", ":"))) for p in items) if items else 0.0
+    return out, size
 
 
 def run_one(n: int, args: argparse.Namespace, bin_dir: Path) -> Result:
@@ -516,22 +536,24 @@ def run_one(n: int, args: argparse.Namespace, bin_dir: Path) -> Result:
             "etcd": cluster.processes["etcd"].pid,
             "harness": os.getpid(),
         }
-        counters0 = _policy_counters(cluster)
+        counters0, _ = _policy_counters(cluster)
         scrape0 = Scrape.parse(operator.metrics_text())
         cpu0 = {k: cpu_seconds(p) for k, p in pids.items() if p}
         host0, wall0 = host_busy_seconds(), time.monotonic()
         if args.profile:
             profiler = _start_profiler(op_pid, args.duration, work / "profile.txt")
         samples: list[float] = []
+        sockets: list[int] = []
         while time.monotonic() - wall0 < args.duration:
             samples.append(rss_mib(op_pid)[0])
+            sockets.append(socket_count(op_pid))
             time.sleep(1.0)
         wall1, host1 = time.monotonic(), host_busy_seconds()
         cpu1 = {k: cpu_seconds(p) for k, p in pids.items() if p}
         scrape1 = Scrape.parse(operator.metrics_text())
-        counters1 = _policy_counters(cluster)
+        counters1, policy_bytes = _policy_counters(cluster)
         _, peak = rss_mib(op_pid)
-        memory = memory_breakdown(op_pid)
+        memory = {**memory_breakdown(op_pid), "sockets_max": max(sockets), "sockets_median": statistics.median(sockets)}
         window = wall1 - wall0
         profile_text = _finish_profiler(profiler, work / "profile.txt") if profiler is not None else ""
         profiler = None
@@ -572,6 +594,7 @@ def run_one(n: int, args: argparse.Namespace, bin_dir: Path) -> Result:
             harness_cpu_cores=round((cpu1["harness"] - cpu0["harness"]) / window, 3),
             host_busy_cores=round((host1 - host0) / window, 3),
             fake_prometheus_requests=world.prometheus.requests,
+            policy_json_bytes=round(policy_bytes),
             setup_s=round(setup_s, 1),
             warmup_s=round(warmup_s, 1),
         )
@@ -604,15 +627,42 @@ def _crd_served(cluster: LocalCluster) -> bool:
 
 
 def _start_profiler(pid: int, duration: float, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy, sampling only the thread holding the GIL: where the operator's Python CPU goes."""
     py_spy = Path(sys.executable).parent / "py-spy"
     if not py_spy.is_file():
         raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
-    argv = [str(py_spy), "record", "-p", str(pid), "-d", str(int(duration)), "-r", "50", "-f", "raw", "-o", str(out)]
-    return subprocess.Popen([*argv, "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [str(py_spy), "record", "-p", str(pid), "-d", str(int(duration)), "-r", "100", "--gil", "-f", "raw"]
+    return subprocess.Popen(
+        [*argv, "-o", str(out), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
-def _finish_profiler(proc: subprocess.Popen[bytes], out: Path, top: int = 25) -> str:
-    """Self and inclusive sample shares by function, from py-spy's collapsed stacks."""
+#: Where a sample's time goes: the innermost frame matching one of these (file path fragments), in order.
+AREAS: tuple[tuple[str, str], ...] = (
+    ("/policy/", "decide(): features, ONNX, mask, gate (policy/)"),
+    ("operator/kube.py", "Kubernetes calls (kubernetes client, urllib3, TLS)"),
+    ("operator/prometheus.py", "Prometheus reads (requests, JSON)"),
+    ("operator/queries.py", "PromQL render + scope check (promql-parser)"),
+    ("operator/models.py", "spec/status models (pydantic)"),
+    ("operator/reconcile.py", "reconcile glue (status build, conditions)"),
+    ("operator/", "other operator code"),
+    ("kopf/", "Kopf (watch streams, event processing, daemons)"),
+    ("prometheus_client/", "/metrics serving"),
+    ("asyncio/", "asyncio event loop"),
+    ("concurrent/futures/", "thread-pool plumbing"),
+)
+
+
+def _area(frames: Sequence[str]) -> str:
+    for frame in reversed(frames):
+        for fragment, area in AREAS:
+            if fragment in frame:
+                return area
+    return "other"
+
+
+def _finish_profiler(proc: subprocess.Popen[bytes], out: Path, top: int = 20) -> str:
+    """Shares of GIL-holding samples by area and by function (self), from py-spy's collapsed stacks."""
     try:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
@@ -620,38 +670,31 @@ def _finish_profiler(proc: subprocess.Popen[bytes], out: Path, top: int = 25) ->
     if not out.is_file():
         return "(py-spy wrote nothing; is ptrace allowed?)"
     self_n: collections.Counter[str] = collections.Counter()
-    incl_n: collections.Counter[str] = collections.Counter()
+    area_n: collections.Counter[str] = collections.Counter()
     total = 0
     for line in out.read_text().splitlines():
         stack, _, count_s = line.rpartition(" ")
         if not stack:
             continue
         count = int(count_s)
-        frames = [_short(f) for f in stack.split(";")]
+        frames = stack.split(";")
         total += count
-        self_n[frames[-1]] += count
-        for f in set(frames):
-            incl_n[f] += count
+        self_n[_short(frames[-1])] += count
+        area_n[_area(frames)] += count
     if not total:
         return "(no samples)"
-    rows = [f"{total} samples of CPU-active threads; self % / inclusive %:"]
-    rows += [f"  self {100 * c / total:5.1f}%  {f}" for f, c in self_n.most_common(top)]
-    interesting = [(f, c) for f, c in incl_n.most_common(400) if "rlscale" in f or "kopf" in f or "kubernetes" in f]
-    rows += [f"  incl {100 * c / total:5.1f}%  {f}" for f, c in interesting[:top]]
+    rows = [f"{total} samples (100/s) of the thread holding the GIL; by area:"]
+    rows += [f"  {100 * c / total:5.1f}%  {a}" for a, c in area_n.most_common()]
+    rows.append("by function (self):")
+    rows += [f"  {100 * c / total:5.1f}%  {f}" for f, c in self_n.most_common(top)]
     return "\n".join(rows)
 
 
 def _short(frame: str) -> str:
-    # "func (path/to/module.py:123)" -> "func (module/path tail:123)"
+    # "func (path/to/module.py:123)" -> "func (last/three/parts.py:123)"
     name, _, where = frame.partition(" (")
-    where = where.rstrip(")")
-    path, _, line = where.rpartition(":")
-    parts = Path(path).parts
-    for anchor in ("site-packages", "rlscale", "lib"):
-        if anchor in parts:
-            parts = parts[parts.index(anchor) + 1 :]
-            break
-    return f"{name} ({'/'.join(parts[-3:])}:{line})" if path else frame
+    path, _, line = where.rstrip(")").rpartition(":")
+    return f"{name} ({'/'.join(Path(path).parts[-3:])}:{line})" if path else frame
 
 
 # --- report ------------------------------------------------------------------------------------------------------
@@ -685,6 +728,12 @@ def print_table(results: Sequence[Result], interval: int) -> None:
         f"(interval {interval} s; on time = reconcile started < {interval} s after it was due; CPU in cores; "
         "RSS in MiB = 2^20 bytes; host busy = every process on this shared 2-core machine)"
     )
+    for r in results:
+        op_ms, api_ms = r.cpu_ms_per_reconcile(r.operator_cpu_cores), r.cpu_ms_per_reconcile(r.apiserver_cpu_cores)
+        print(
+            f"{r.policies:>5}: {op_ms:.1f} ms operator CPU and {api_ms:.1f} ms API-server CPU per reconcile; "
+            f"one operator core would serve ~{interval * 1000 / op_ms:.0f} policies at {interval} s"
+        )
     at_target = [r for r in results if r.policies == TARGET_POLICIES]
     for r in at_target:
         rss_mb = r.rss_peak_mib * 2**20 / 1e6

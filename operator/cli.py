@@ -7,10 +7,36 @@ peering, the liveness endpoint — are passed straight to :func:`kopf.run`.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 
 import click
 import kopf
+
+#: glibc mallopt() parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def return_freed_memory_promptly(threshold: int = 128 * 1024) -> bool:
+    """Fix glibc's mmap and trim thresholds so memory freed after a burst goes back to the OS.
+
+    When Kopf first adopts many policies it patches each one at once, on an aiohttp
+    connector without a connection limit: about one TLS connection per policy (each with a
+    128 KiB read buffer), closed again ~20 s later. glibc's default thresholds grow after
+    such frees, so the freed heap stayed resident: bench/operator_scale.py measured RSS
+    rising from 134 to 357 MiB in that burst at 500 policies and staying there, with ~50
+    sockets open afterwards. With fixed 128 KiB thresholds, buffers that large are mmapped
+    and unmapped on free, and free memory at the heap top is trimmed. Returns whether the
+    C library took the settings (False outside glibc, where this does nothing).
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, threshold))
 
 
 @click.command("run")
@@ -91,6 +117,7 @@ def run(
         metrics_addr=metrics_addr,
         workers=workers,
     )
+    return_freed_memory_promptly()
     kopf.configure(verbose=verbose, log_prefix=True)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     kopf.run(
