@@ -20,6 +20,9 @@ from rlscale.training.sim_config import SimConfig
 
 M = TypeVar("M", bound=BaseModel)
 
+RESULTS_BEGIN = "<!-- results:begin -->"
+RESULTS_END = "<!-- results:end -->"
+
 #: Named configs; ``default`` is the one the shipped model is trained with.
 NAMED_CONFIGS: dict[str, TrainConfig] = {"default": TrainConfig()}
 
@@ -244,7 +247,12 @@ def evaluate_cmd(
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--window", type=click.Choice(["train", "validation", "test", "all"]), default="test", show_default=True)
 @click.option("--tune-by", type=click.Choice(["reward", "slo"]), default="reward", show_default=True)
-@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the tables.")
+@click.option(
+    "--update-doc",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Replace the text between {RESULTS_BEGIN} and {RESULTS_END} in this markdown file with the tables.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def evaluate_all_cmd(
     traces_dir: Path | None,
@@ -252,7 +260,7 @@ def evaluate_all_cmd(
     seeds: int,
     window: str,
     tune_by: str,
-    markdown: Path | None,
+    update_doc: Path | None,
     as_json: bool,
 ) -> None:
     """Every trace in a folder: learned vs tuned baselines, and whether the learned policy meets the bar."""
@@ -271,12 +279,21 @@ def evaluate_all_cmd(
         progress=lambda msg: click.echo(msg, err=True),
     )
     text = render_markdown(report)
-    if markdown is not None:
-        markdown.write_text(text)
+    if update_doc is not None:
+        replace_between_markers(update_doc, text)
     if as_json:
         click.echo(json.dumps(report))
     else:
         click.echo(text)
+
+
+def replace_between_markers(path: Path, text: str) -> None:
+    """Put generated text between the results markers of a hand-written document."""
+    doc = path.read_text()
+    begin, end = doc.find(RESULTS_BEGIN), doc.find(RESULTS_END)
+    if begin < 0 or end < begin:
+        raise click.BadParameter(f"{path} has no {RESULTS_BEGIN} ... {RESULTS_END} section", param_hint="--update-doc")
+    path.write_text(doc[: begin + len(RESULTS_BEGIN)] + "\n" + text + doc[end:])
 
 
 @click.command("seed000")

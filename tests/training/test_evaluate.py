@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from rlscale.policy.baselines import BaselineConfig
 from rlscale.policy.model import PolicyModel
 from rlscale.training import evaluate as ev
-from rlscale.training.cli import evaluate_cmd
+from rlscale.training.cli import evaluate_all_cmd, evaluate_cmd
 from rlscale.training.random_model import random_mlp_onnx
 from rlscale.training.sim import LOG_KEYS, EpisodeLog
 from rlscale.training.sim_config import SimConfig
@@ -182,3 +182,30 @@ def test_public_trace_windows_are_chronological() -> None:
 
     split = load_trace(TRACES / "azure_functions_2019_single_fn_1d_1min.csv").split()
     assert (split.train.first_row, split.validation.first_row, split.test.first_row) == (0, 1008, 1224)
+
+
+def test_evaluate_all_checks_the_bar_per_trace_and_updates_the_doc(tmp_path: Path) -> None:
+    folder = tmp_path / "traces"
+    folder.mkdir()
+    _write(folder / "a.csv", generate("diurnal", 200, 1).values)
+    _write(folder / "b.csv", generate("bursty", 200, 2).values)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(random_mlp_onnx(seed=3))
+    doc = tmp_path / "evaluation.md"
+    doc.write_text("# Title\n\nintro\n\n<!-- results:begin -->\nold\n<!-- results:end -->\n\nafter\n")
+    args = ["--traces-dir", str(folder), "--model", str(model), "--seeds", "1", "--update-doc", str(doc), "--json"]
+    result = CliRunner().invoke(evaluate_all_cmd, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.splitlines()[-1])
+    assert [t["trace"] for t in report["traces"]] == ["a", "b"]
+    for t in report["traces"]:
+        learned, hpa = t["policies"]["learned"], t["policies"]["hpa"]
+        expected = (
+            learned["slo_violation_minutes"] < hpa["slo_violation_minutes"]
+            and learned["replica_hours"] <= hpa["replica_hours"]
+        )
+        assert t["bar"]["met"] == expected
+    assert report["bar_met"] == sum(t["bar"]["met"] for t in report["traces"])
+    text = doc.read_text()
+    assert text.startswith("# Title\n\nintro\n") and text.endswith("<!-- results:end -->\n\nafter\n")
+    assert "old" not in text and "| a |" in text and "### b [test]" in text
