@@ -35,6 +35,9 @@ manifests: ## regenerate the CRD, its chart copy, the RBAC rules and deploy/ fro
 	$(VENV)/bin/rlscale crd --write
 	$(PY) scripts/sync-manifests.py
 
+model: ## train the default policy from scratch (default config and seed) and write the shipped ONNX model
+	$(VENV)/bin/rlscale train --config default --out policy/models/default.onnx
+
 tools: ## build the Go tools (kube-apiserver & co., etcd, kwok, helm, kindcheck) into the cache
 	tools/build-tools.sh
 
