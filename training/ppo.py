@@ -184,6 +184,7 @@ class RewardScaler:
 @dataclass(frozen=True)
 class LossParts:
     loss: torch.Tensor
+    value_loss_tensor: torch.Tensor
     policy_loss: float
     value_loss: float
     entropy: float
@@ -201,9 +202,15 @@ def ppo_loss(
     old_values: torch.Tensor,
     advantages: torch.Tensor,
     returns: torch.Tensor,
+    ent_coef: float | None = None,
+    temperature: float = 1.0,
 ) -> LossParts:
-    """The clipped surrogate + (clipped) value loss − entropy bonus on one minibatch."""
-    log_probs = masked_log_probs(model(obs), masks)
+    """The clipped surrogate + (clipped) value loss − entropy bonus on one minibatch.
+
+    ``ent_coef`` overrides ``cfg.ent_coef`` (the loop passes the annealed value);
+    ``temperature`` divides the logits (the same value the rollout sampled with).
+    """
+    log_probs = masked_log_probs(model(obs) / temperature, masks)
     new_log_prob = log_probs.gather(-1, actions[:, None]).squeeze(-1)
     log_ratio = new_log_prob - old_log_probs
     ratio = log_ratio.exp()
@@ -222,9 +229,10 @@ def ppo_loss(
     else:
         v_loss = 0.5 * ((new_values - returns) ** 2).mean()
     entropy = masked_entropy(log_probs, masks).mean()
-    loss = pg_loss - cfg.ent_coef * entropy + cfg.vf_coef * v_loss
+    ent = cfg.ent_coef if ent_coef is None else ent_coef
+    loss = pg_loss - ent * entropy + cfg.vf_coef * v_loss
     return LossParts(
-        loss, float(pg_loss.detach()), float(v_loss.detach()), float(entropy.detach()), approx_kl, clip_fraction
+        loss, v_loss, float(pg_loss.detach()), float(v_loss.detach()), float(entropy.detach()), approx_kl, clip_fraction
     )
 
 
@@ -398,6 +406,8 @@ def run_ppo(
     tensorboard: bool = True,
     on_update: Callable[[UpdateStats, ActorCritic], None] | None = None,
     checkpoint_info: dict[str, Any] | None = None,
+    model: ActorCritic | None = None,
+    critic_only_updates: int = 0,
 ) -> PpoResult:
     """Train an actor-critic on ``env`` (already seeded by the caller) with masked PPO.
 
@@ -405,11 +415,13 @@ def run_ppo(
     ``checkpoints/update_NNNNN.pt`` (every ``cfg.checkpoint_every`` updates and at the end),
     each carrying ``checkpoint_info`` (the provenance an export from it will record).
     ``on_update(stats, model)`` is called after every update (benchmarks snapshot the model).
+    ``model`` continues from a given (e.g. warm-started) network; for its first
+    ``critic_only_updates`` updates only the critic learns.
     """
     torch.set_num_threads(cfg.torch_threads)
     rng = seed_everything(seed)
     sampler = torch.Generator().manual_seed(seed)
-    model = ActorCritic(n_features, n_actions, cfg.hidden)
+    model = model if model is not None else ActorCritic(n_features, n_actions, cfg.hidden)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=1e-5)
     logger = _Logger(out_dir, tensorboard)
     buf = Rollout.empty(cfg.n_steps, cfg.n_envs, n_features, n_actions)
@@ -430,9 +442,16 @@ def run_ppo(
         bar = tqdm(total=cfg.n_updates * cfg.batch_size, unit="step", desc="ppo", dynamic_ncols=True)
     try:
         for update in range(1, cfg.n_updates + 1):
-            lr = cfg.learning_rate * (1.0 - (update - 1) / cfg.n_updates) if cfg.anneal_lr else cfg.learning_rate
+            progress_frac = (update - 1) / cfg.n_updates
+            lr = cfg.learning_rate * (1.0 - progress_frac) if cfg.anneal_lr else cfg.learning_rate
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            ent_coef = cfg.ent_coef
+            if cfg.ent_coef_final is not None:
+                ent_coef += (cfg.ent_coef_final - cfg.ent_coef) * progress_frac
+            temperature = 1.0
+            if cfg.temperature_final is not None:
+                temperature += (cfg.temperature_final - 1.0) * progress_frac
             finished: list[float] = []
             t0 = time.perf_counter()
             # ---- rollout
@@ -441,7 +460,7 @@ def run_ppo(
                 buf.obs[t], buf.masks[t] = next_obs, next_mask
                 with torch.no_grad():
                     obs_t = torch.from_numpy(next_obs)
-                    log_probs = masked_log_probs(model(obs_t), torch.from_numpy(next_mask))
+                    log_probs = masked_log_probs(model(obs_t) / temperature, torch.from_numpy(next_mask))
                     action = sample_actions(log_probs, sampler)
                     buf.log_probs[t] = log_probs.gather(-1, action[:, None]).squeeze(-1).numpy()
                     buf.values[t] = model.value(obs_t).numpy()
@@ -495,9 +514,12 @@ def run_ppo(
                         b_values[idx],
                         b_adv[idx],
                         b_returns[idx],
+                        ent_coef,
+                        temperature,
                     )
                     optimizer.zero_grad()
-                    parts.loss.backward()
+                    loss = parts.loss if update > critic_only_updates else cfg.vf_coef * parts.value_loss_tensor
+                    loss.backward()
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     optimizer.step()
                     if cfg.target_kl is not None and parts.approx_kl > cfg.target_kl:
@@ -544,6 +566,106 @@ def run_ppo(
     return result
 
 
+# --------------------------------------------------------------------------- warm start (cloning the HPA)
+
+
+def hpa_actions(replica_outcomes: npt.NDArray[np.int64], allowed: BoolArray, targets: npt.NDArray[np.int64]) -> Any:
+    """The replica-only action whose masked outcome is nearest each HPA target.
+
+    ``replica_outcomes``/``allowed`` are the mask's columns for the actions that leave the
+    limits alone (:data:`REPLICA_ONLY`, no-op first), so ties go to the smaller move.
+    """
+    dist = np.abs(replica_outcomes - targets[:, None]).astype(np.float64)
+    dist[~allowed] = np.inf
+    return REPLICA_ONLY[np.argmin(dist, axis=1)]
+
+
+def _replica_only() -> npt.NDArray[np.int64]:
+    from rlscale.policy.actions import CPU_STEPS, MEMORY_STEPS
+
+    return np.flatnonzero((CPU_STEPS == 0) & (MEMORY_STEPS == 0)).astype(np.int64)
+
+
+#: Indices of the actions that change replicas only (the no-op first), in table order.
+REPLICA_ONLY = _replica_only()
+
+
+def teacher_rollouts(env: Any, teacher: Any, steps: int) -> tuple[FloatArray, BoolArray, npt.NDArray[np.int64]]:
+    """Observations, masks and the HPA's choices (mapped onto the action table) along its own rollouts.
+
+    ``env`` is a :class:`~rlscale.training.sim.VectorSim`; ``teacher`` an
+    :class:`~rlscale.policy.baselines.HpaConfig`. Each env keeps its own HPA controller state
+    (stabilisation window, behaviour-policy periods), reset with the episode.
+    """
+    from rlscale.policy.baselines import HpaState, hpa_recommend
+
+    lim = env.config.limits
+    states = [HpaState() for _ in range(env.n_envs)]
+    obs = _obs(env.reset())
+    out_obs, out_masks, out_actions = [], [], []
+    for _ in range(max(1, steps // env.n_envs)):
+        cols, mask = env.columns(), env.mask_result()
+        targets = np.empty(env.n_envs, dtype=np.int64)
+        for i, st in enumerate(states):
+            util = float(cols["cpu_utilization"][i])
+            targets[i], _ = hpa_recommend(
+                teacher,
+                st,
+                current_replicas=int(env.replicas[i]),
+                ready_replicas=int(cols["ready_replicas"][i]),
+                utilization=None if np.isnan(util) else util,
+                min_replicas=lim.min_replicas,
+                max_replicas=lim.max_replicas,
+                now=float(cols["timestamp"][i]),
+            )
+        actions = hpa_actions(mask.replicas[:, REPLICA_ONLY], mask.allowed[:, REPLICA_ONLY], targets)
+        out_obs.append(obs)
+        out_masks.append(mask.allowed.copy())
+        out_actions.append(actions)
+        before = env.replicas.copy()
+        obs, _, terminated, truncated, info = env.step(actions)
+        obs = _obs(obs)
+        done = np.asarray(terminated) | np.asarray(truncated)
+        for i, st in enumerate(states):
+            if done[i]:
+                states[i] = HpaState()
+            else:
+                st.record_change(teacher, float(cols["timestamp"][i]), int(info["replicas"][i] - before[i]))
+    return np.concatenate(out_obs), np.concatenate(out_masks), np.concatenate(out_actions)
+
+
+def clone_actor(
+    model: ActorCritic,
+    obs: FloatArray,
+    masks: BoolArray,
+    actions: npt.NDArray[np.int64],
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    rng: np.random.Generator,
+) -> float:
+    """Behaviour cloning: maximise the masked log-probability of the teacher's actions.
+
+    Returns the fraction of samples whose masked argmax is the teacher's action.
+    """
+    optimizer = torch.optim.Adam(model.actor.parameters(), lr=learning_rate)
+    t_obs, t_masks, t_actions = torch.from_numpy(obs), torch.from_numpy(masks), torch.from_numpy(actions)
+    n = len(actions)
+    for _ in range(epochs):
+        order = torch.from_numpy(rng.permutation(n))
+        for lo in range(0, n, batch_size):
+            idx = order[lo : lo + batch_size]
+            log_probs = masked_log_probs(model(t_obs[idx]), t_masks[idx])
+            loss = -log_probs.gather(-1, t_actions[idx, None]).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        greedy = masked_log_probs(model(t_obs), t_masks).argmax(-1)
+    return float((greedy == t_actions).float().mean())
+
+
 # --------------------------------------------------------------------------- a policy for the simulator
 
 
@@ -580,6 +702,33 @@ def training_info(config: TrainConfig, data_provenance: dict[str, Any], result: 
     }
 
 
+def warm_start(config: TrainConfig, loads: list[Any]) -> tuple[ActorCritic, dict[str, Any]]:
+    """An actor-critic whose actor imitates the HPA on the training load (the critic is untouched)."""
+    from rlscale.policy.actions import N_ACTIONS
+    from rlscale.policy.baselines import HpaConfig
+    from rlscale.policy.spec import N_FEATURES
+    from rlscale.training.sim import VectorSim
+
+    ws = config.warm_start
+    assert ws is not None
+    torch.set_num_threads(config.ppo.torch_threads)
+    rng = seed_everything(config.seed)
+    model = ActorCritic(N_FEATURES, N_ACTIONS, config.ppo.hidden)
+    t0 = time.perf_counter()
+    teacher = HpaConfig(target_utilization=ws.teacher_target_utilization)
+    env = VectorSim(config.sim, loads, n_envs=ws.n_envs, seed=config.seed + 1_000_003)
+    obs, masks, actions = teacher_rollouts(env, teacher, ws.steps)
+    accuracy = clone_actor(
+        model, obs, masks, actions, epochs=ws.epochs, batch_size=ws.batch_size, learning_rate=ws.learning_rate, rng=rng
+    )
+    return model, {
+        "teacher": f"hpa(target_utilization={ws.teacher_target_utilization})",
+        "samples": len(actions),
+        "clone_accuracy": round(accuracy, 4),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
 def train(
     config: TrainConfig, out_dir: Path | None = None, *, progress: bool = True, tensorboard: bool = True
 ) -> TrainOutcome:
@@ -598,6 +747,10 @@ def train(
     mix = training_mix(
         d.seed, n_generated=d.n_generated, n_steps=d.n_steps, patterns=d.patterns, extra_traces=d.extra_traces
     )
+    model, critic_only, warm_info = None, 0, None
+    if config.warm_start is not None:
+        model, warm_info = warm_start(config, list(mix.loads))
+        critic_only = config.warm_start.critic_only_updates
     env = VectorSim(config.sim, list(mix.loads), n_envs=config.ppo.n_envs, seed=config.seed)
     result = run_ppo(
         env,
@@ -609,7 +762,11 @@ def train(
         progress=progress,
         tensorboard=tensorboard,
         checkpoint_info={"seed": config.seed, "config": config.model_dump(mode="json"), "data": mix.provenance},
+        model=model,
+        critic_only_updates=critic_only,
     )
     info = training_info(config, mix.provenance, result)
+    if warm_info is not None:
+        info["warm_start"] = warm_info
     data, parity = export_actor(result.model.actor, info)
     return TrainOutcome(result, data, parity, info)

@@ -41,7 +41,22 @@ class PpoConfig(BaseModel):
         description="Clip the value loss like the policy ratio (off: returns are not normalised, "
         "so a ±clip_coef step per update would stall the critic).",
     )
-    ent_coef: float = Field(0.01, ge=0)
+    ent_coef: float = Field(0.01, ge=0, description="Entropy bonus at the start of training.")
+    ent_coef_final: float | None = Field(
+        None,
+        ge=0,
+        description="Anneal the entropy bonus linearly to this by the end (None: constant). The operator acts on "
+        "the argmax, so a policy that ends training near-deterministic is the one that gets evaluated.",
+    )
+    temperature_final: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Anneal the policy's softmax temperature linearly from 1 to this over training (None: 1). The "
+        "operator acts on the argmax; a cooler policy at the end of training is trained to be good *as* a "
+        "near-deterministic policy instead of relying on random dithering. The logits, and so the argmax, are "
+        "exported unchanged.",
+    )
     vf_coef: float = Field(0.5, ge=0)
     max_grad_norm: float = Field(0.5, gt=0)
     target_kl: float | None = Field(None, gt=0, description="Stop an update early past this approximate KL.")
@@ -68,6 +83,27 @@ class PpoConfig(BaseModel):
     @property
     def n_updates(self) -> int:
         return max(1, self.total_steps // self.batch_size)
+
+
+class WarmStartConfig(BaseModel):
+    """Start PPO from a policy that imitates the HPA (behaviour cloning), then improve on it.
+
+    PPO from a random policy spends most of its budget rediscovering proportional scaling,
+    and its stochastic policy relies on random scale-downs that the operator's argmax never
+    makes. Cloning the HPA algorithm (a conventional teacher, run on the generated training
+    load only) gives PPO a sharp, sensible starting point; the critic is trained alone for
+    ``critic_only_updates`` updates so that early, uninformed advantages cannot undo it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    teacher_target_utilization: float = Field(0.5, gt=0, le=1, description="The imitated HPA's target.")
+    steps: int = Field(131_072, ge=1, description="Environment steps of teacher rollouts collected for cloning.")
+    n_envs: int = Field(64, ge=1, description="Parallel environments for the teacher rollouts.")
+    epochs: int = Field(10, ge=1, description="Passes over the cloned data.")
+    batch_size: int = Field(1024, ge=1)
+    learning_rate: float = Field(1e-3, gt=0, lt=1)
+    critic_only_updates: int = Field(10, ge=0, description="PPO updates with the actor frozen, at the start.")
 
 
 class DataConfig(BaseModel):
@@ -106,3 +142,4 @@ class TrainConfig(BaseModel):
     ppo: PpoConfig = Field(default_factory=PpoConfig)
     sim: SimConfig = Field(default_factory=SimConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    warm_start: WarmStartConfig | None = Field(None, description="Clone the HPA before PPO; None starts from scratch.")

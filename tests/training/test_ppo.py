@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from rlscale.training.ppo import (
+    REPLICA_ONLY,
     ActorCritic,
     RewardScaler,
+    clone_actor,
     compute_gae,
+    hpa_actions,
     masked_entropy,
     masked_log_probs,
     ppo_loss,
@@ -176,3 +179,45 @@ def test_reward_scaling_keeps_signs_and_is_invariant_to_the_reward_unit() -> Non
     assert np.array_equal(np.sign(a), np.sign(rewards))
     # The discounted return it tracks ends up with roughly unit scale.
     assert 0.1 < float(np.std(a)) < 10.0
+
+
+def test_hpa_targets_map_to_the_nearest_replica_only_action() -> None:
+    from rlscale.policy.actions import ACTIONS
+    from rlscale.policy.limits import ScalingLimits
+    from rlscale.policy.mask import ScalingState, action_mask
+
+    state = ScalingState.single(
+        replicas=4,
+        cpu_limit_m=1000,
+        memory_limit_mib=1024,
+        metrics_ok=True,
+        memory_utilization=0.3,
+        now=10_000.0,
+        last_scale_up_at=None,
+        last_scale_down_at=None,
+        last_limit_change_at=None,
+    )
+    mask = action_mask(ScalingLimits(), state)
+    outcomes = np.repeat(mask.replicas[:, REPLICA_ONLY], 5, axis=0)
+    allowed = np.repeat(mask.allowed[:, REPLICA_ONLY], 5, axis=0)
+    chosen = hpa_actions(outcomes, allowed, np.array([4, 5, 8, 2, 3]))
+    assert [ACTIONS[i].name for i in chosen] == ["noop", "replicas+1", "replicas+100%", "replicas-50%", "replicas-1"]
+    assert all(not ACTIONS[i].changes_limits for i in REPLICA_ONLY)
+
+
+def test_cloning_learns_a_teacher_that_depends_on_the_observation() -> None:
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(-1, 1, size=(4000, 3)).astype(np.float32)
+    masks = np.ones((4000, 4), bool)
+    actions = np.where(obs[:, 1] > 0, 2, 0).astype(np.int64)
+    model = ActorCritic(3, 4, (16,))
+    accuracy = clone_actor(model, obs, masks, actions, epochs=5, batch_size=256, learning_rate=1e-2, rng=rng)
+    assert accuracy > 0.95
+
+
+def test_a_cooler_policy_is_sharper_but_keeps_the_argmax() -> None:
+    logits = torch.tensor([[1.0, 1.5, 0.2]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    warm, cool = masked_log_probs(logits, mask), masked_log_probs(logits / 0.25, mask)
+    assert warm.argmax() == cool.argmax() == 1
+    assert masked_entropy(cool, mask) < masked_entropy(warm, mask)
