@@ -300,15 +300,15 @@ def evaluate(
             tuned[name] = tune_baseline(name, sim, windows.train, seeds=tune_seeds, criterion=criterion)
             entries.append((name, decision_config(sim, tuned[name].chosen), None))
     runs: dict[str, PolicyRun] = {}
-    for name, cfg, _ in entries:
-        runs.setdefault(name, PolicyRun(name, cfg, [], [], tuned.get(name)))
+    for run_name, cfg, _ in entries:
+        runs.setdefault(run_name, PolicyRun(run_name, cfg, [], [], tuned.get(run_name)))
     if "learned" in runs:
         runs["learned"].models.extend(m.source for m in models)
     for seed in seeds:
         fns = [decide_fn(cfg, model) for _, cfg, model in entries]
-        for (name, _, _), log in zip(entries, run_episodes(sim, reported, fns, seed), strict=True):
-            runs[name].per_seed.append(episode_metrics(log))
-            runs[name].logs.append(log)
+        for (run_name, _, _), log in zip(entries, run_episodes(sim, reported, fns, seed), strict=True):
+            runs[run_name].per_seed.append(episode_metrics(log))
+            runs[run_name].logs.append(log)
     return Evaluation(trace.name, window, list(seeds), runs)
 
 

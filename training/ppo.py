@@ -314,7 +314,7 @@ def _obs(x: Any) -> FloatArray:
     return np.asarray(x, dtype=np.float32)
 
 
-def _final_obs(info: dict[str, Any], truncated: BoolArray) -> tuple[BoolArray, FloatArray] | None:
+def _final_obs(info: dict[str, Any], truncated: BoolArray) -> tuple[npt.NDArray[np.intp], FloatArray] | None:
     """Rows cut by the time limit and their last observations, if the env reports them."""
     final = info.get("final_obs")
     if final is None or not truncated.any():
