@@ -466,6 +466,12 @@ class Result:
     def achieved_ratio(self) -> float:
         return self.reconciles_metrics / self.expected if self.expected else math.nan
 
+    @property
+    def others_cpu_cores(self) -> float:
+        """Cores the rest of the host used meanwhile (other people's jobs): what this run competed with."""
+        ours = self.operator_cpu_cores + self.apiserver_cpu_cores + self.etcd_cpu_cores + self.harness_cpu_cores
+        return max(0.0, self.host_busy_cores - ours)
+
     def cpu_ms_per_reconcile(self, cores: float) -> float:
         """CPU milliseconds per reconcile made: the capacity figure that does not depend on N."""
         made = self.reconciles_metrics / self.window_s if self.window_s else 0.0
@@ -658,9 +664,10 @@ def _start_profiler(pid: int, duration: float, out: Path) -> subprocess.Popen[by
     )
 
 
-#: Where a sample's time goes: the innermost frame matching one of these (file path fragments), in order.
+#: Where a sample's time goes: the innermost frame whose file path (as py-spy prints it, relative to its
+#: sys.path entry, e.g. "operator/kube.py", "kopf/_core/...") starts with one of these, tried in order.
 AREAS: tuple[tuple[str, str], ...] = (
-    ("/policy/", "decide(): features, ONNX, mask, gate (policy/)"),
+    ("policy/", "decide(): features, ONNX, mask, gate (policy/)"),
     ("operator/kube.py", "Kubernetes calls (kubernetes client, urllib3, TLS)"),
     ("operator/prometheus.py", "Prometheus reads (requests, JSON)"),
     ("operator/queries.py", "PromQL render + scope check (promql-parser)"),
@@ -676,8 +683,9 @@ AREAS: tuple[tuple[str, str], ...] = (
 
 def _area(frames: Sequence[str]) -> str:
     for frame in reversed(frames):
-        for fragment, area in AREAS:
-            if fragment in frame:
+        path = frame.rpartition(" (")[2]
+        for prefix, area in AREAS:
+            if path.startswith(prefix):
                 return area
     return "other"
 
@@ -733,7 +741,7 @@ def print_table(results: Sequence[Result]) -> None:
     header = (
         f"{'N':>5} {'int':>4} | {'made/due':>17} | {'on time':>7} | {'lag<1s':>6} | {'lag p50':>7} | {'lag p99':>7} | "
         f"{'rec p50':>7} | {'rec p99':>7} | {'RSS steady':>10} | {'RSS peak':>8} | {'op CPU':>6} | "
-        f"{'apisrv CPU':>10} | {'etcd CPU':>8} | {'host busy':>9}"
+        f"{'apisrv CPU':>10} | {'etcd CPU':>8} | {'others CPU':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -745,14 +753,14 @@ def print_table(results: Sequence[Result]) -> None:
             f"{100 * r.on_time_fraction:>6.1f}% | {100 * r.lag_under_1s_fraction:>5.1f}% | {_fmt_s(r.lag_p50_s):>7} | "
             f"{_fmt_s(r.lag_p99_s):>7} | {_fmt_s(r.reconcile_p50_s, top):>7} | {_fmt_s(r.reconcile_p99_s, top):>7} | "
             f"{r.rss_steady_mib:>6.0f} MiB | {r.rss_peak_mib:>4.0f} MiB | {r.operator_cpu_cores:>6.2f} | "
-            f"{r.apiserver_cpu_cores:>10.2f} | {r.etcd_cpu_cores:>8.2f} | {r.host_busy_cores:>9.2f}"
+            f"{r.apiserver_cpu_cores:>10.2f} | {r.etcd_cpu_cores:>8.2f} | {r.others_cpu_cores:>10.2f}"
         )
     print(
         "(made/due: reconciles in the window vs. N x window / interval; on time: reconciles that started less than "
         "one interval (or 1 s) after they were due (at most as many as were made), over those due; lag: how late "
         "a reconcile started; rec: how long it took; CPU in cores; RSS in MiB = 2^20 bytes, steady = median in the "
-        "window, peak = the process's high-water mark; host busy: every process on this shared 2-core machine, "
-        "other people's included)"
+        "window, peak = the process's high-water mark; others: CPU that other people's jobs used on this shared "
+        "2-core machine during the window, i.e. what the run competed with)"
     )
     for r in results:
         op_ms, api_ms = r.cpu_ms_per_reconcile(r.operator_cpu_cores), r.cpu_ms_per_reconcile(r.apiserver_cpu_cores)
