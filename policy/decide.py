@@ -38,7 +38,7 @@ from rlscale.policy.limits import ScalingLimits
 from rlscale.policy.mask import RULE_LABELS, ScalingState, action_proposals, evaluate
 from rlscale.policy.model import PolicyModel, masked_argmax
 from rlscale.policy.reward import Objective, reward, slo_violated
-from rlscale.policy.spec import encode_matrix
+from rlscale.policy.spec import RAW_COLUMNS, encode_matrix
 
 
 class DecisionConfig(BaseModel):
@@ -95,32 +95,9 @@ class Observation:
         return np.array([[np.nan if v is None else v] for v in values], dtype=np.float64)
 
     def columns(self, config: DecisionConfig) -> dict[str, np.ndarray]:
-        """The raw columns :func:`rlscale.policy.spec.encode` takes, as a batch of one."""
-
-        def col(v: float | None) -> np.ndarray:
-            return np.array([np.nan if v is None else v], dtype=np.float64)
-
-        lim = config.limits
-        return {
-            "timestamp": col(self.timestamp),
-            "replicas": col(self.replicas),
-            "ready_replicas": col(self.ready_replicas),
-            "cpu_limit_m": col(self.cpu_limit_m),
-            "memory_limit_mib": col(self.memory_limit_mib),
-            "cpu_utilization": col(self.cpu_utilization),
-            "memory_utilization": col(self.memory_utilization),
-            "request_rate": col(self.request_rate),
-            "request_rate_prev": col(self.request_rate_prev),
-            "latency_p50_ms": col(self.latency_p50_ms),
-            "latency_p99_ms": col(self.latency_p99_ms),
-            "latency_p99_prev_ms": col(self.latency_p99_prev_ms),
-            "error_rate": col(self.error_rate),
-            "queue_per_replica": col(self.queue_per_replica),
-            "slo_ms": col(config.objective.latency_slo_ms),
-            "max_replicas": col(lim.max_replicas),
-            "cpu_limit_max_m": col(lim.cpu_limit_max_m),
-            "memory_limit_max_mib": col(lim.memory_limit_max_mib),
-        }
+        """The same values as named columns, for :func:`rlscale.policy.spec.encode`."""
+        raw = self.raw(config)
+        return {name: raw[i] for i, name in enumerate(RAW_COLUMNS)}
 
 
 @dataclass

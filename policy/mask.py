@@ -20,8 +20,9 @@ the one reported):
    optional total; scale-ups are clamped to the budget where some room is left.
 5. ``memory_working_set`` — a memory limit may not drop below working set × headroom.
 
-The no-op is always allowed. :func:`enforce` clamps a final decision again, whichever
-policy produced it (defence in depth).
+The no-op is always allowed. :func:`rlscale.policy.decide.decide` checks the baseline's
+target through the same :func:`evaluate` as the table's actions, and clamps the final
+decision into the bounds once more, whichever policy produced it (defence in depth).
 """
 
 from __future__ import annotations
@@ -237,33 +238,3 @@ def action_proposals(limits: ScalingLimits, state: ScalingState) -> tuple[IntArr
 def action_mask(limits: ScalingLimits, state: ScalingState) -> MaskResult:
     """Evaluate every action of the table, shape ``(n, N_ACTIONS)``. Column 0 is the no-op."""
     return evaluate(limits, state, *action_proposals(limits, state))
-
-
-def enforce(
-    limits: ScalingLimits, state: ScalingState, replicas: int, cpu_limit_m: int, memory_limit_mib: int
-) -> tuple[int, int, int, MaskRule]:
-    """Clamp one final decision (state of batch size 1), whichever policy made it.
-
-    Tries the whole change, then the replica change alone, then nothing; finally the
-    bounds win over everything (a Deployment outside [min, max] is brought back in).
-    Returns the enforced target and the rule that forbade the whole change (``ALLOWED``
-    if it was allowed, though step limits and bounds may still have clamped it).
-    """
-    r0, c0, m0 = int(state.replicas[0]), int(state.cpu_limit_m[0]), int(state.memory_limit_mib[0])
-    result = evaluate(
-        limits,
-        state,
-        np.array([[replicas, replicas]], dtype=np.int64),
-        np.array([[cpu_limit_m, c0]], dtype=np.int64),
-        np.array([[memory_limit_mib, m0]], dtype=np.int64),
-    )
-    rule = MaskRule(int(result.reason[0, 0]))
-    col = 0 if result.allowed[0, 0] else 1 if result.allowed[0, 1] else None
-    if col is None:
-        r, c, m = r0, c0, m0
-    else:
-        r, c, m = (int(result.replicas[0, col]), int(result.cpu_limit_m[0, col]), int(result.memory_limit_mib[0, col]))
-    r = min(max(r, limits.min_replicas), limits.max_replicas)
-    c = min(max(c, limits.cpu_limit_min_m), limits.cpu_limit_max_m)
-    m = min(max(m, limits.memory_limit_min_mib), limits.memory_limit_max_mib)
-    return r, c, m, rule

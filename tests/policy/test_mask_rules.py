@@ -7,7 +7,7 @@ import pytest
 
 from rlscale.policy.actions import ACTION_BY_NAME
 from rlscale.policy.limits import ScalingLimits
-from rlscale.policy.mask import MaskRule, ScalingState, action_mask, enforce
+from rlscale.policy.mask import MaskRule, ScalingState, action_mask
 
 NOW = 1_700_000_000.0
 
@@ -92,14 +92,6 @@ def test_first_rule_wins_and_noop_is_always_allowed():
                           memory_limit_min_mib=512, memory_limit_max_mib=512)  # fmt: skip
     r = action_mask(worst, state(metrics_ok=False))
     assert r.allowed[0, 0] and r.allowed.sum() == 1
-
-
-def test_enforce_clamps_any_decision():
-    assert enforce(L, state(), 500, 500, 512)[:3] == (10, 500, 512)  # step limit: max(4, 100%) → 10
-    r, _, _, rule = enforce(L, state(metrics_ok=False), 1, 500, 512)
-    assert (r, rule) == (5, MaskRule.METRICS_MISSING)
-    # A Deployment set outside the bounds is brought back in.
-    assert enforce(ScalingLimits(min_replicas=8, max_replicas=20), state(), 5, 500, 512)[0] == 8
 
 
 def test_limits_validation_names_the_field():
