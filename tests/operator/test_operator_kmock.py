@@ -198,7 +198,8 @@ async def test_missing_target_conditions_and_recovers(
         await _create(emulator, policy("web", "shop", "web", fake_prometheus.url))
         status = await eventually(lambda: _conditions(_status(emulator, "shop", "web")).get("Ready"))
         assert status["status"] == "False" and status["reason"] == "TargetNotFound"
-        assert _events(emulator, "TargetNotFound")
+        # Events are posted in the background, after the status patch: wait for it.
+        assert await eventually(lambda: _events(emulator, "TargetNotFound"))
         # The Deployment appears: the next tick scales it, no restart needed.
         emulator.objects[DEPLOY, "shop", "web"] = deployment("web", "shop", replicas=2)
         await eventually(lambda: _deploy(emulator, "shop", "web")["spec"]["replicas"] == 6, timeout=20)
