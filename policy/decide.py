@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -120,10 +121,19 @@ class ControllerState:
         return cls(gate=GateState.initial(config.gate), gate_mode=config.gate.mode)
 
     def copy(self) -> ControllerState:
-        return replace(
-            self,
-            gate=replace(self.gate),
+        # By hand rather than dataclasses.replace, which re-runs field introspection on
+        # every call: this runs once per decision, on the operator's latency path.
+        return ControllerState(
+            gate=GateState(**self.gate.__dict__),
             hpa=HpaState(list(self.hpa.recommendations), list(self.hpa.events), self.hpa.initialized),
+            gate_mode=self.gate_mode,
+            last_scale_up_at=self.last_scale_up_at,
+            last_scale_down_at=self.last_scale_down_at,
+            last_limit_change_at=self.last_limit_change_at,
+            last_source=self.last_source,
+            last_replicas_changed=self.last_replicas_changed,
+            last_limits_changed=self.last_limits_changed,
+            decisions=self.decisions,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -156,9 +166,14 @@ class ControllerState:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Decision:
-    """What to set and why."""
+    """What to set and why.
+
+    ``masked`` and ``explanation`` are derived on first use from the mask's reason codes
+    and the facts captured at decision time: the simulator makes millions of decisions and
+    reads neither, the operator reads both once.
+    """
 
     replicas: int
     cpu_limit_m: int
@@ -170,12 +185,36 @@ class Decision:
     action: str
     learned_action: str | None
     baseline_replicas: int
-    masked: tuple[tuple[str, str], ...]
     enforced_by: str | None
-    explanation: str
+    reasons: np.ndarray = field(repr=False, compare=False)  # MaskRule code of each action of the table (0: allowed)
+    baseline_why: str = ""
+    gate_mode: str = ""
+    gate_ratio: float = 0.0
+    gate_verdict: str = ""
     reward: float | None = None
     slo_violated: bool | None = None
     model_error: str | None = None
+
+    @cached_property
+    def masked(self) -> tuple[tuple[str, str], ...]:
+        """(action, rule) of every forbidden action of the table."""
+        return tuple((ACTION_NAMES[i], RULE_LABELS[self.reasons[i]]) for i in np.flatnonzero(self.reasons))
+
+    @cached_property
+    def explanation(self) -> str:
+        """A one-paragraph, human-readable account of this decision."""
+        return explain(
+            source=self.source,
+            action=self.action,
+            before=(self.previous_replicas, self.previous_cpu_limit_m, self.previous_memory_limit_mib),
+            after=(self.replicas, self.cpu_limit_m, self.memory_limit_mib),
+            enforced_by=self.enforced_by,
+            baseline_why=self.baseline_why,
+            learned_action=self.learned_action,
+            model_error=self.model_error,
+            masked=self.masked,
+            gate=(self.gate_mode, self.gate_ratio, self.gate_verdict),
+        )
 
     @property
     def replicas_changed(self) -> bool:
@@ -283,8 +322,10 @@ def decide(
     source: Source = choose(config.gate, state.gate) if learned_idx is not None else "baseline"
     col = learned_idx if source == "learned" and learned_idx is not None else N_ACTIONS
     action = ACTION_NAMES[col] if col < N_ACTIONS else f"baseline:{config.baseline.kind}"
-    replicas = int(checked.replicas[0, col])
-    cpu, mem = int(checked.cpu_limit_m[0, col]), int(checked.memory_limit_mib[0, col])
+    if checked.allowed[0, col]:
+        replicas, cpu, mem = (int(t[0, col]) for t in checked.targets)
+    else:
+        replicas, cpu, mem = obs.replicas, obs.cpu_limit_m, obs.memory_limit_mib
     enforced_by: str | None = None
     if reasons[col]:
         enforced_by = RULE_LABELS[reasons[col]]
@@ -313,20 +354,7 @@ def decide(
     state.last_limits_changed = limits_changed
     state.decisions += 1
 
-    masked = tuple((ACTION_NAMES[i], RULE_LABELS[reasons[i]]) for i in np.flatnonzero(reasons[:N_ACTIONS]))
     learned_action = ACTION_NAMES[learned_idx] if learned_idx is not None else None
-    explanation = explain(
-        source=source,
-        action=action,
-        before=(obs.replicas, obs.cpu_limit_m, obs.memory_limit_mib),
-        after=(replicas, cpu, mem),
-        enforced_by=enforced_by,
-        baseline_why=baseline_why,
-        learned_action=learned_action,
-        model_error=model_error,
-        masked=masked,
-        gate=(config.gate.mode, state.gate),
-    )
     decision = Decision(
         replicas=replicas,
         cpu_limit_m=cpu,
@@ -338,9 +366,12 @@ def decide(
         action=action,
         learned_action=learned_action,
         baseline_replicas=baseline_replicas,
-        masked=masked,
         enforced_by=enforced_by,
-        explanation=explanation,
+        reasons=reasons[:N_ACTIONS],
+        baseline_why=baseline_why,
+        gate_mode=config.gate.mode,
+        gate_ratio=state.gate.ratio,
+        gate_verdict=state.gate.last_verdict,
         reward=outcome[0] if outcome else None,
         slo_violated=outcome[1] if outcome else None,
         model_error=model_error,
@@ -359,7 +390,7 @@ def explain(
     learned_action: str | None,
     model_error: str | None,
     masked: tuple[tuple[str, str], ...],
-    gate: tuple[str, GateState],
+    gate: tuple[str, float, str],
 ) -> str:
     """A one-paragraph, human-readable account of a decision."""
     parts = [f"{source} acted ({action})"]
@@ -376,8 +407,8 @@ def explain(
     if masked:
         counts = Counter(rule for _, rule in masked)
         parts.append("masked " + ", ".join(f"{n}×{rule}" for rule, n in sorted(counts.items())))
-    mode, g = gate
-    parts.append(f"gate {mode} ratio {g.ratio:.2f}" + (f" ({g.last_verdict})" if g.last_verdict else ""))
+    mode, ratio, verdict = gate
+    parts.append(f"gate {mode} ratio {ratio:.2f}" + (f" ({verdict})" if verdict else ""))
     return "; ".join(parts)
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -118,25 +118,26 @@ class MaskResult:
 
     The outcomes (``replicas``, ``cpu_limit_m``, ``memory_limit_mib``: what taking each
     proposal would set, or the current value where it is forbidden) are computed on first
-    use: PPO's rollouts need only ``allowed``.
+    use: PPO's rollouts need only ``allowed``. ``targets`` holds the clamped (replicas, CPU,
+    memory) of each proposal as if it were allowed, for a caller that reads one column.
     """
 
     allowed: BoolArray  # (n, k)
     reason: npt.NDArray[np.int8]  # (n, k) MaskRule codes
-    _targets: tuple[IntArray, IntArray, IntArray]  # clamped (replicas, cpu, memory), (n, k)
+    targets: tuple[IntArray, IntArray, IntArray]  # clamped (replicas, cpu, memory), (n, k)
     _current: tuple[IntArray, IntArray, IntArray]  # (n, 1)
 
     @cached_property
     def replicas(self) -> IntArray:
-        return np.where(self.allowed, self._targets[0], self._current[0])
+        return np.where(self.allowed, self.targets[0], self._current[0])
 
     @cached_property
     def cpu_limit_m(self) -> IntArray:
-        return np.where(self.allowed, self._targets[1], self._current[1])
+        return np.where(self.allowed, self.targets[1], self._current[1])
 
     @cached_property
     def memory_limit_mib(self) -> IntArray:
-        return np.where(self.allowed, self._targets[2], self._current[2])
+        return np.where(self.allowed, self.targets[2], self._current[2])
 
 
 def evaluate(
@@ -199,11 +200,12 @@ def evaluate(
         (dm < 0) & ~mem_unknown & (tm < state.memory_utilization[:, None] * m * limits.memory_headroom),
         stuck_up,  # a scale-up that cannot happen for any other reason (not reachable with sane limits)
     )
-    # Written lowest priority first, so the highest-priority rule that holds wins.
-    reason = np.zeros(tr.shape, dtype=np.int8)
-    for code, condition in zip(_RULE_ORDER[::-1], conditions[::-1], strict=True):
-        np.copyto(reason, code, where=condition)
-    return MaskResult(allowed=reason == 0, reason=reason, _targets=(tr, tc, tm), _current=(r, c, m))
+    # The first rule that holds wins: argmax finds the first True along the rule axis;
+    # where none holds, the appended all-True row maps to code 0 (allowed).
+    # (concatenate + reshape: np.stack costs several times more for the operator's n = 1.)
+    held = np.concatenate((*conditions, np.ones(tr.shape, dtype=bool))).reshape(len(conditions) + 1, *tr.shape)
+    reason = _RULE_CODES[held.argmax(axis=0)]
+    return MaskResult(allowed=reason == 0, reason=reason, targets=(tr, tc, tm), _current=(r, c, m))
 
 
 _RULE_ORDER = np.array(
@@ -223,16 +225,50 @@ _RULE_ORDER = np.array(
     ],
     dtype=np.int8,
 )
+_RULE_CODES = np.append(_RULE_ORDER, np.int8(MaskRule.ALLOWED))
 #: Labels by code, for reports (``RULE_LABELS[code]``).
 RULE_LABELS: tuple[str, ...] = tuple(rule.label for rule in MaskRule)
 
 
 def action_proposals(limits: ScalingLimits, state: ScalingState) -> tuple[IntArray, IntArray, IntArray]:
     """Unclamped (replicas, CPU, memory) proposals of every action, each ``(n, N_ACTIONS)``."""
-    proposed_r = propose_replicas(state.replicas)
-    proposed_c = state.cpu_limit_m[:, None] + CPU_STEPS * limits.cpu_limit_step_m
-    proposed_m = state.memory_limit_mib[:, None] + MEMORY_STEPS * limits.memory_limit_step_mib
+    if len(state.replicas) == 1:
+        return _single_proposals(
+            int(state.replicas[0]),
+            int(state.cpu_limit_m[0]),
+            int(state.memory_limit_mib[0]),
+            limits.cpu_limit_step_m,
+            limits.memory_limit_step_mib,
+        )
+    return _proposals(state.replicas, state.cpu_limit_m, state.memory_limit_mib, limits)
+
+
+def _proposals(
+    replicas: IntArray, cpu_m: IntArray, memory_mib: IntArray, limits: ScalingLimits
+) -> tuple[IntArray, IntArray, IntArray]:
+    proposed_r = propose_replicas(replicas)
+    proposed_c = cpu_m[:, None] + CPU_STEPS * limits.cpu_limit_step_m
+    proposed_m = memory_mib[:, None] + MEMORY_STEPS * limits.memory_limit_step_mib
     return proposed_r, proposed_c, proposed_m
+
+
+@lru_cache(maxsize=4096)
+def _single_proposals(
+    replicas: int, cpu_m: int, memory_mib: int, cpu_step_m: int, memory_step_mib: int
+) -> tuple[IntArray, IntArray, IntArray]:
+    """The operator's batch of one, cached: a workload's counts and limits repeat between decisions.
+
+    The arrays are shared between callers, so they are made read-only.
+    """
+    r, c, m = (np.array([v], dtype=np.int64) for v in (replicas, cpu_m, memory_mib))
+    out = (
+        propose_replicas(r),
+        c[:, None] + CPU_STEPS * cpu_step_m,
+        m[:, None] + MEMORY_STEPS * memory_step_mib,
+    )
+    for a in out:
+        a.flags.writeable = False
+    return out
 
 
 def action_mask(limits: ScalingLimits, state: ScalingState) -> MaskResult:
