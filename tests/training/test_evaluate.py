@@ -206,6 +206,30 @@ def test_evaluate_all_checks_the_bar_per_trace_and_updates_the_doc(tmp_path: Pat
         )
         assert t["bar"]["met"] == expected
     assert report["bar_met"] == sum(t["bar"]["met"] for t in report["traces"])
+    assert report["bar_attainable"] == sum(t["bar"]["attainable"] for t in report["traces"])
+    assert all(t["bar"]["met"] <= t["bar"]["attainable"] for t in report["traces"])
     text = doc.read_text()
     assert text.startswith("# Title\n\nintro\n") and text.endswith("<!-- results:end -->\n\nafter\n")
     assert "old" not in text and "| a |" in text and "### b [test]" in text
+
+
+def test_hpa_avoidable_counts_only_violations_a_max_capacity_policy_escapes() -> None:
+    """A sudden surge the HPA lags behind is avoidable; a calm load leaves nothing to avoid."""
+    sim = SimConfig()
+    calm = np.full(1000, 100.0)
+    surge = calm.copy()
+    surge[920:] = 250.0  # in the test window (the last 150 minutes): 2.5x within one minute
+    outcomes = {}
+    for name, values in (("calm", calm), ("surge", surge)):
+        trace = _trace(values, name)
+        result = ev.evaluate(trace, sim=sim, policies=("hpa",), seeds=(0, 1))
+        hpa = result.runs["hpa"].per_seed
+        outcomes[name] = (ev.hpa_avoidable(result, sim, trace.split().test), hpa)
+    surge_avoidable, surge_hpa = outcomes["surge"]
+    assert surge_avoidable["attainable"] and surge_avoidable["hpa_avoidable_slo_minutes"] > 0
+    assert surge_avoidable["hpa_avoidable_slo_minutes"] <= np.mean([m["slo_violation_minutes"] for m in surge_hpa])
+    # Calm load: the HPA's only violation is the window's first interval under seed 0, which
+    # the oracle shares (its new pods are not ready in time either), so nothing is avoidable.
+    calm_avoidable, calm_hpa = outcomes["calm"]
+    assert sum(m["slo_violation_minutes"] for m in calm_hpa) > 0
+    assert not calm_avoidable["attainable"] and calm_avoidable["hpa_avoidable_slo_minutes"] == 0
