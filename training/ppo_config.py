@@ -20,8 +20,8 @@ class PpoConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    total_steps: int = Field(400_000, ge=1, description="Environment steps over all parallel environments.")
-    n_envs: int = Field(16, ge=1, le=4096, description="Parallel simulated workloads per rollout.")
+    total_steps: int = Field(4_000_000, ge=1, description="Environment steps over all parallel environments.")
+    n_envs: int = Field(32, ge=1, le=4096, description="Parallel simulated workloads per rollout.")
     n_steps: int = Field(128, ge=1, description="Steps per environment in one rollout.")
     learning_rate: float = Field(3e-4, gt=0, lt=1)
     anneal_lr: bool = Field(True, description="Decay the learning rate linearly to 0 over training.")
@@ -43,7 +43,7 @@ class PpoConfig(BaseModel):
     )
     ent_coef: float = Field(0.01, ge=0, description="Entropy bonus at the start of training.")
     ent_coef_final: float | None = Field(
-        None,
+        0.001,
         ge=0,
         description="Anneal the entropy bonus linearly to this by the end (None: constant). The operator acts on "
         "the argmax, so a policy that ends training near-deterministic is the one that gets evaluated.",
@@ -140,6 +140,14 @@ class TrainConfig(BaseModel):
 
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seeds torch, numpy and the simulator.")
     ppo: PpoConfig = Field(default_factory=PpoConfig)
-    sim: SimConfig = Field(default_factory=SimConfig)
+    sim: SimConfig = Field(
+        default_factory=lambda: SimConfig(load_scale_range=(0.6, 1.8)),
+        description="The simulated service. Training draws each episode's load multiplier from 0.6-1.8x (evaluation "
+        "uses 1x): a test period busier than anything in training is the rule, not the exception.",
+    )
     data: DataConfig = Field(default_factory=DataConfig)
-    warm_start: WarmStartConfig | None = Field(None, description="Clone the HPA before PPO; None starts from scratch.")
+    warm_start: WarmStartConfig | None = Field(
+        default_factory=WarmStartConfig,
+        description="Clone an HPA teacher (on the generated training load) before PPO; None starts PPO from a random "
+        "policy.",
+    )

@@ -208,6 +208,14 @@ def test_evaluate_all_checks_the_bar_per_trace_and_updates_the_doc(tmp_path: Pat
     assert report["bar_met"] == sum(t["bar"]["met"] for t in report["traces"])
     assert report["bar_attainable"] == sum(t["bar"]["attainable"] for t in report["traces"])
     assert all(t["bar"]["met"] <= t["bar"]["attainable"] for t in report["traces"])
+    for t in report["traces"]:
+        best = t["cost_matched"]["hpa_at_learned_cost"]
+        assert best is None or best["replica_hours"] <= t["policies"]["learned"]["replica_hours"]
+        frontier = t["cost_matched"]["hpa_frontier"]
+        assert len(frontier) == len(ev.HPA_FRONTIER_TARGETS)
+        affordable = [p for p in frontier if p["replica_hours"] <= t["policies"]["learned"]["replica_hours"]]
+        assert (best is None) == (not affordable)
+        assert best is None or best["slo_violation_minutes"] == min(p["slo_violation_minutes"] for p in affordable)
     text = doc.read_text()
     assert text.startswith("# Title\n\nintro\n") and text.endswith("<!-- results:end -->\n\nafter\n")
     assert "old" not in text and "| a |" in text and "### b [test]" in text
