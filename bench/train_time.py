@@ -40,9 +40,16 @@ from rlscale.policy.baselines import BaselineConfig
 from rlscale.policy.model import PolicyModel
 from rlscale.policy.spec import N_FEATURES
 from rlscale.training.cli import load_train_config
-from rlscale.training.evaluate import aggregate, decide_fn, decision_config, episode_metrics, tune_baseline
+from rlscale.training.evaluate import (
+    aggregate,
+    avoidable_minutes,
+    decide_fn,
+    decision_config,
+    episode_metrics,
+    tune_baseline,
+)
 from rlscale.training.export import export_actor
-from rlscale.training.ppo import ActorCritic, UpdateStats, run_ppo
+from rlscale.training.ppo import ActorCritic, UpdateStats, run_ppo, train
 from rlscale.training.ppo_config import PpoConfig, TrainConfig
 from rlscale.training.sim import VectorSim, run_episodes
 from rlscale.training.sim_config import SimConfig
@@ -57,13 +64,15 @@ class BarJudge:
         self.seeds = seeds
         self.windows = []
         self.hpa: list[dict[str, float]] = []
+        self.attainable: list[bool] = []
         for path in sorted(folder.glob("*.csv")):
             split = load_trace(path).split()
             tuned = tune_baseline("hpa", self.sim, split.train)
             cfg = decision_config(self.sim, tuned.chosen)
-            runs = [episode_metrics(run_episodes(self.sim, split.test, [decide_fn(cfg)], s)[0]) for s in seeds]
+            logs = [run_episodes(self.sim, split.test, [decide_fn(cfg)], s)[0] for s in seeds]
             self.windows.append((path.stem, split.test))
-            self.hpa.append(aggregate(runs))
+            self.hpa.append(aggregate([episode_metrics(log) for log in logs]))
+            self.attainable.append(avoidable_minutes(self.sim, split.test, seeds, logs) > 0)
 
     def met(self, model: PolicyModel) -> list[bool]:
         cfg = decision_config(self.sim, BaselineConfig(kind="hpa"), learned=True)
@@ -89,9 +98,10 @@ class _Clock:
 def time_to_bar(config: TrainConfig, every: int, need: int, folder: Path, seeds: int) -> None:
     judge = BarJudge(folder, range(seeds))
     print(f"traces: {', '.join(n for n, _ in judge.windows)}; bar needs {need} of {len(judge.windows)}")
-    d = config.data
-    mix = training_mix(d.seed, n_generated=d.n_generated, n_steps=d.n_steps, patterns=d.patterns)
-    env = VectorSim(config.sim, list(mix.loads), n_envs=config.ppo.n_envs, seed=config.seed)
+    print(
+        f"attainable by any policy on {sum(judge.attainable)} of them "
+        f"{''.join('a' if a else '-' for a in judge.attainable)} (docs/evaluation.md, hpa_avoidable)"
+    )
     clock = _Clock(start=time.perf_counter())
 
     def on_update(stats: UpdateStats, model: ActorCritic) -> None:
@@ -110,18 +120,10 @@ def time_to_bar(config: TrainConfig, every: int, need: int, folder: Path, seeds:
         )
         clock.paused += time.perf_counter() - pause
 
-    result = run_ppo(
-        env,
-        config.ppo,
-        n_features=N_FEATURES,
-        n_actions=N_ACTIONS,
-        seed=config.seed,
-        progress=False,
-        tensorboard=False,
-        on_update=on_update,
-    )
-    total = result.wall_seconds - clock.paused
-    print(f"full default training: {result.global_step:,} steps in {total:.0f} s of training wall time")
+    # The same train() as `rlscale train` (warm start included), so the time is the default config's.
+    result = train(config, progress=False, tensorboard=False, on_update=on_update).ppo
+    total = time.perf_counter() - clock.start - clock.paused
+    print(f"full training: {result.global_step:,} steps in {total:.0f} s of training wall time (warm start included)")
     first = clock.first
     print(f"time to bar ({need}+ traces): " + (f"{first:.0f} s" if first is not None else "not reached"))
 

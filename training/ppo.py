@@ -730,12 +730,18 @@ def warm_start(config: TrainConfig, loads: list[Any]) -> tuple[ActorCritic, dict
 
 
 def train(
-    config: TrainConfig, out_dir: Path | None = None, *, progress: bool = True, tensorboard: bool = True
+    config: TrainConfig,
+    out_dir: Path | None = None,
+    *,
+    progress: bool = True,
+    tensorboard: bool = True,
+    on_update: Callable[[UpdateStats, ActorCritic], None] | None = None,
 ) -> TrainOutcome:
     """Train a policy from scratch on the configured data and export it (not written anywhere).
 
     Training sees only ``training_mix`` data: generated series and, if configured, the
-    training windows of extra trace files.
+    training windows of extra trace files. ``on_update`` is passed to :func:`run_ppo`
+    (``bench/train_time.py`` snapshots the model through it).
     """
     from rlscale.policy.actions import N_ACTIONS
     from rlscale.policy.spec import N_FEATURES
@@ -764,6 +770,7 @@ def train(
         checkpoint_info={"seed": config.seed, "config": config.model_dump(mode="json"), "data": mix.provenance},
         model=model,
         critic_only_updates=critic_only,
+        on_update=on_update,
     )
     info = training_info(config, mix.provenance, result)
     if warm_info is not None:
