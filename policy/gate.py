@@ -7,9 +7,11 @@ Modes:
 * ``gradual`` — each decision goes to the learned policy with probability ``ratio`` (a
   seeded, counter-based draw, so a restored state makes the same draws). Every
   ``window_decisions`` decisions the gate compares the mean reward of intervals that
-  followed learned decisions with those that followed baseline ones: at least as good and
-  no SLO violation raises the ratio by ``step_up``; anything else lowers it by the larger
-  ``backoff`` — trust is earned slowly and lost fast.
+  followed learned decisions with those that followed baseline ones. SLO violations after
+  learned decisions demote at once, unless the baseline broke the SLO at least as often in
+  the same window (a flash crowd that beats whoever decides is not the model's fault); then
+  the scores decide: at least as good raises the ratio by ``step_up``, anything else lowers
+  it by the larger ``backoff`` — trust is earned slowly and lost fast.
 * ``full`` — the learned policy decides every time (scores are still recorded).
 
 The whole state is a small dict of numbers (it lives in the custom resource's status) and
@@ -72,6 +74,7 @@ class GateState:
     learned_violations: int = 0
     baseline_sum: float = 0.0
     baseline_n: int = 0
+    baseline_violations: int = 0
     baseline_reference: float | None = None
     last_learned_score: float | None = None
     last_baseline_score: float | None = None
@@ -113,6 +116,7 @@ def record_outcome(cfg: GateConfig, state: GateState, source: Source, reward: fl
     else:
         state.baseline_sum += reward
         state.baseline_n += 1
+        state.baseline_violations += int(violated)
     state.window_count += 1
     if state.window_count >= cfg.window_decisions:
         _close_window(cfg, state)
@@ -127,8 +131,11 @@ def _close_window(cfg: GateConfig, state: GateState) -> None:
     state.windows += 1
     verdict: str
     if cfg.mode == "gradual":
-        if state.learned_violations > 0:
-            verdict = f"demoted: {state.learned_violations} SLO violation(s) after learned decisions"
+        if state.learned_violations > 0 and not _baseline_broke_as_often(cfg, state):
+            verdict = (
+                f"demoted: SLO broken after {state.learned_violations} of {state.learned_n} learned decisions, "
+                f"{state.baseline_violations} of {state.baseline_n} baseline ones"
+            )
             _move(cfg, state, -cfg.backoff)
         elif learned is None or state.learned_n < cfg.min_samples or state.baseline_reference is None:
             verdict = f"held: too few samples (learned {state.learned_n}, baseline {state.baseline_n})"
@@ -143,7 +150,18 @@ def _close_window(cfg: GateConfig, state: GateState) -> None:
     state.last_verdict = verdict
     state.window_count = 0
     state.learned_sum = state.baseline_sum = 0.0
-    state.learned_n = state.baseline_n = state.learned_violations = 0
+    state.learned_n = state.baseline_n = state.learned_violations = state.baseline_violations = 0
+
+
+def _baseline_broke_as_often(cfg: GateConfig, state: GateState) -> bool:
+    """Whether, in this window, the baseline broke the SLO at least as often per decision as the learned policy.
+
+    Needs ``min_samples`` baseline outcomes: with too few (as at a high ratio), a learned
+    violation is not excused.
+    """
+    if state.baseline_n < cfg.min_samples or state.learned_n == 0:
+        return False
+    return state.baseline_violations * state.learned_n >= state.learned_violations * state.baseline_n
 
 
 def _move(cfg: GateConfig, state: GateState, delta: float) -> None:

@@ -33,12 +33,19 @@ def test_draws_are_seeded():
     assert run_a != [choose(b, sb) for _ in range(100)]
 
 
-def window(cfg: GateConfig, state: GateState, learned: float, baseline: float, violation: bool = False) -> None:
+def window(
+    cfg: GateConfig,
+    state: GateState,
+    learned: float,
+    baseline: float,
+    violation: bool = False,
+    baseline_violation: bool = False,
+) -> None:
     for i in range(cfg.window_decisions):
         if i % 2:
             record_outcome(cfg, state, "learned", learned, violation and i == 1)
         else:
-            record_outcome(cfg, state, "baseline", baseline, False)
+            record_outcome(cfg, state, "baseline", baseline, baseline_violation and i == 0)
 
 
 def test_promotes_slowly_and_demotes_fast():
@@ -50,7 +57,22 @@ def test_promotes_slowly_and_demotes_fast():
     assert state.ratio == pytest.approx(0.4) and state.demotions == 1
     window(cfg, state, learned=2.0, baseline=0.5, violation=True)
     assert state.ratio == pytest.approx(0.2), "an SLO violation demotes even with a better score"
-    assert "violation" in state.last_verdict
+    assert "SLO broken" in state.last_verdict
+
+
+def test_a_violation_the_baseline_shared_is_judged_by_the_scores():
+    """A surge that breaks the SLO whoever decides does not demote by itself; the scores decide."""
+    cfg = GateConfig(mode="gradual", initial_ratio=0.5, window_decisions=10)
+    state = GateState.initial(cfg)
+    window(cfg, state, learned=1.0, baseline=0.5, violation=True, baseline_violation=True)
+    assert state.ratio == pytest.approx(0.6) and "promoted" in state.last_verdict
+    window(cfg, state, learned=0.4, baseline=0.5, violation=True, baseline_violation=True)
+    assert state.ratio == pytest.approx(0.4) and "demoted: learned" in state.last_verdict
+    # Without enough baseline outcomes in the window, a learned violation is not excused.
+    few = GateConfig(mode="gradual", initial_ratio=0.5, window_decisions=10, min_samples=6)
+    state = GateState.initial(few)
+    window(few, state, learned=1.0, baseline=0.5, violation=True, baseline_violation=True)
+    assert state.ratio == pytest.approx(0.3) and "SLO broken" in state.last_verdict
 
 
 def test_ratio_stays_within_bounds():
