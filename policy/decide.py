@@ -313,6 +313,7 @@ def decide(
         np.concatenate((pm, [[obs.memory_limit_mib]]), axis=1),
     )
     reasons = checked.reason[0]
+    reasons.flags.writeable = False  # it goes into the frozen Decision
     learned_idx: int | None = None
     if model is not None:
         logits = model.logits(encode_matrix(obs.raw(config)))

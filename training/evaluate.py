@@ -361,12 +361,12 @@ def hpa_avoidable(evaluation: Evaluation, sim: SimConfig, reported: Trace) -> di
 
     Replays the reported window, seed by seed, with a *max-capacity oracle*: a policy that
     scales straight to ``max_replicas`` as fast as the step limits allow. In the simulator,
-    more ready pods never raise latency, and no policy has more pods than the oracle in any
-    interval (a limit change could only restart pods), so an interval in which even the oracle
-    breaks the SLO is broken for every policy: the first interval of a window is the usual
-    case, since pods started by the first decision are not ready in time. Where the HPA's
-    violations are all of that kind, "fewer SLO-violation minutes than the HPA" is
-    unattainable for any policy.
+    more ready pods never raise latency and no policy that keeps the limits has more pods than
+    the oracle, so an interval the oracle breaks is broken for every such policy. In a window's
+    first interval — where pods started by the first decision are not ready in time, and where
+    the unavoidable violations on the public traces are — it is broken for *every* policy,
+    since a limit change there only restarts pods. Where the HPA's violations are all of that
+    kind, "fewer SLO-violation minutes than the HPA" is unattainable.
     """
     mean = avoidable_minutes(sim, reported, evaluation.seeds, evaluation.runs["hpa"].logs)
     return {"hpa_avoidable_slo_minutes": mean, "attainable": mean > 0}
