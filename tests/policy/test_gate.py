@@ -110,3 +110,10 @@ def test_config_validation():
         GateConfig(min_ratio=0.8, max_ratio=0.2)
     with pytest.raises(ValueError):
         GateConfig(mode="yolo")  # type: ignore[arg-type]
+
+
+def test_a_state_stored_before_a_field_existed_still_restores():
+    """Statuses written by an older operator lack newer counters (e.g. baseline_violations): they start at 0."""
+    old = {"ratio": 0.4, "counter": 12, "learned_violations": 1, "retired_field": 3}
+    state = GateState.from_dict(old)
+    assert state.ratio == 0.4 and state.counter == 12 and state.baseline_violations == 0
