@@ -27,7 +27,7 @@ import kopf
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from rlscale.operator.kube import KubeApi
+from rlscale.operator.kube import KubeApi, merge_patch
 from rlscale.operator.metrics import OperatorMetrics
 from rlscale.operator.models import API_GROUP, API_VERSION, PLURAL
 from rlscale.operator.modelstore import ModelStore
@@ -226,7 +226,7 @@ async def reconcile_loop(
                 logger.exception("reconcile failed")
                 due = time.time() + _interval(spec)
                 continue
-            last_status = _merged(current, outcome.status)
+            last_status = merge_patch(current, outcome.status)
             due += outcome.interval_s
             if due < time.time():  # far behind (e.g. a long API outage): do not burst to catch up
                 due = time.time()
@@ -247,16 +247,3 @@ def _newer(watched: dict[str, Any], written: dict[str, Any]) -> dict[str, Any]:
     if not written:
         return watched
     return written if _decisions(written) > _decisions(watched) else watched
-
-
-def _merged(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` after a JSON merge patch (RFC 7386), as the API server computes it."""
-    out = dict(base)
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        elif isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = _merged(out[k], v)
-        else:
-            out[k] = v
-    return out

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -47,6 +47,20 @@ class NotFound(ApiError):
 
 class TransientApiError(ApiError):
     """409, 429, 5xx or no connection: worth retrying."""
+
+
+def merge_patch(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` after a JSON merge patch (RFC 7386), as the API server computes it: maps merge
+    recursively, ``None`` deletes a key, anything else replaces."""
+    out = dict(base)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        elif isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = merge_patch(out[k], v)
+        else:
+            out[k] = v
+    return out
 
 
 def _classify(what: str, exc: Exception) -> ApiError:

@@ -45,6 +45,7 @@ from e2e_helpers import (
 )
 
 from rlscale.devstack.cluster import LocalCluster
+from rlscale.operator.kube import merge_patch
 
 pytestmark = pytest.mark.e2e
 
@@ -53,31 +54,18 @@ Mutation = Callable[[dict[str, Any]], None]
 
 def _spec(**override: Any) -> Mutation:
     def mutate(body: dict[str, Any]) -> None:
-        body["spec"] = _merge(body["spec"], override)
+        body["spec"] = merge_patch(body["spec"], override)
 
     return mutate
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in override.items():
-        if v is _DELETE:
-            out.pop(k, None)
-        elif isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-_DELETE = object()
 HUGE = 10**12
 
 #: (id, mutation of a valid policy, the field path the API server's message must name, a fragment it must contain)
 API_REJECTED: list[tuple[str, Mutation, str, str]] = [
-    ("missing-targetRef", _spec(targetRef=_DELETE), "spec.targetRef", "Required"),
-    ("missing-containers", _spec(containers=_DELETE), "spec.containers", "Required"),
-    ("missing-target-name", _spec(targetRef={"name": _DELETE}), "spec.targetRef.name", "Required"),
+    ("missing-targetRef", _spec(targetRef=None), "spec.targetRef", "Required"),
+    ("missing-containers", _spec(containers=None), "spec.containers", "Required"),
+    ("missing-target-name", _spec(targetRef={"name": None}), "spec.targetRef.name", "Required"),
     ("empty-containers", _spec(containers=[]), "spec.containers", "at least 1"),
     ("duplicate-containers", _spec(containers=["app", "app"]), "spec.containers", "must not repeat"),
     ("container-bad-name", _spec(containers=["Bad Name"]), "spec.containers[0]", "should match"),

@@ -10,8 +10,8 @@ from kubernetes.client.rest import ApiException
 
 from rlscale.operator import conditions as cond
 from rlscale.operator.actuate import container_targets, limits_patch
-from rlscale.operator.handlers import _merged, find_conflicts, next_delay
-from rlscale.operator.kube import ApiError, KubeApi, NotFound, TransientApiError, _classify
+from rlscale.operator.handlers import find_conflicts, next_delay
+from rlscale.operator.kube import ApiError, KubeApi, NotFound, TransientApiError, _classify, merge_patch
 from rlscale.operator.observe import TargetError, build_observation, deployment_view
 from rlscale.policy.limits import ScalingLimits
 
@@ -49,7 +49,7 @@ def test_next_delay_never_early_after_restart() -> None:
 
 
 def test_merged_is_json_merge_patch() -> None:
-    assert _merged({"a": {"b": 1, "c": 2}, "p": 1}, {"a": {"b": 3}, "p": None}) == {"a": {"b": 3, "c": 2}}
+    assert merge_patch({"a": {"b": 1, "c": 2}, "p": 1}, {"a": {"b": 3}, "p": None}) == {"a": {"b": 3, "c": 2}}
 
 
 def test_container_targets_move_all_by_same_delta_and_keep_requests_below() -> None:
