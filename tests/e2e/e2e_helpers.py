@@ -25,7 +25,9 @@ from kubernetes.client.rest import ApiException
 from onnx import TensorProto, helper, numpy_helper
 
 from rlscale.devstack.cluster import LocalCluster
+from rlscale.devstack.manifests import guaranteed_deployment
 from rlscale.devstack.operator_stack import ChartRelease, OperatorProcess, helm_install, service_account_kubeconfig
+from rlscale.operator.kube import merge_patch
 from rlscale.policy.actions import ACTION_BY_NAME, N_ACTIONS
 from rlscale.policy.model import INPUT_NAME, OUTPUT_NAME, model_metadata
 from rlscale.policy.spec import FEATURE_NAMES, N_FEATURES
@@ -102,42 +104,15 @@ def threshold_policy_onnx(up_at: float = 0.8, down_at: float = 0.3, steepness: f
 
 def deployment_manifest(name: str, *, replicas: int, cpu: str, memory: str) -> dict[str, Any]:
     """A Deployment with one Guaranteed container (requests = limits); kwok runs its pods."""
-    labels = {"app": name}
-    res = {"cpu": cpu, "memory": memory}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": CONTAINER,
-                            "image": "registry.k8s.io/pause:3.10",  # never pulled: kwok plays the kubelet
-                            "resources": {"requests": dict(res), "limits": dict(res)},
-                        }
-                    ]
-                },
-            },
-        },
-    }
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``override`` merged in, recursively for mappings (``None`` deletes a key)."""
-    out = dict(base)
-    for k, v in override.items():
-        if v is None:
-            out.pop(k, None)
-        elif isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
+    return guaranteed_deployment(
+        name,
+        replicas=replicas,
+        cpu=cpu,
+        memory=memory,
+        container=CONTAINER,
+        image="registry.k8s.io/pause:3.10",
+        labels={"app": name},
+    )
 
 
 def policy_manifest(name: str, target: str, spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -148,7 +123,7 @@ def policy_manifest(name: str, target: str, spec: Mapping[str, Any] | None = Non
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "AutoscalePolicy",
         "metadata": {"name": name},
-        "spec": deep_merge(base, spec or {}),
+        "spec": merge_patch(base, spec or {}),
     }
 
 

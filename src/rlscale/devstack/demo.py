@@ -37,6 +37,7 @@ from kubernetes import client, config
 
 from rlscale.devstack.cluster import LocalCluster
 from rlscale.devstack.demo_report import DecisionRecord, decision_line, format_summary, plot, summarize
+from rlscale.devstack.manifests import guaranteed_deployment
 from rlscale.devstack.operator_stack import OperatorProcess, helm_install, service_account_kubeconfig
 from rlscale.devstack.procs import ComponentError
 from rlscale.devstack.prometheus import LocalPrometheus, PrometheusNotFoundError
@@ -112,30 +113,17 @@ def demo_service() -> SimConfig:
 
 
 def demo_deployment() -> dict[str, Any]:
-    """The demo Deployment: Guaranteed pods (requests = limits), 2 replicas to start."""
-    labels = {"app.kubernetes.io/name": NAME}
-    res = {"cpu": "1", "memory": "1Gi"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": NAME, "namespace": DEMO_NS, "labels": labels},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": CONTAINER,
-                            "image": "rlscale/demo:0.1.0",  # never pulled: kwok plays the kubelet
-                            "resources": {"requests": dict(res), "limits": dict(res)},
-                        }
-                    ]
-                },
-            },
-        },
-    }
+    """The demo Deployment: Guaranteed pods (requests = limits) of 1 CPU / 1 GiB, 2 replicas to start."""
+    return guaranteed_deployment(
+        NAME,
+        namespace=DEMO_NS,
+        replicas=2,
+        cpu="1",
+        memory="1Gi",
+        container=CONTAINER,
+        image="rlscale/demo:0.1.0",
+        labels={"app.kubernetes.io/name": NAME},
+    )
 
 
 def demo_policy(prometheus_url: str, mode: str) -> dict[str, Any]:
