@@ -64,7 +64,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -98,25 +98,12 @@ FINALIZER = "rlscale.io/finalizer"  # the operator's (handlers.startup)
 class ApiServerOnly(LocalCluster):
     """The devstack's etcd and kube-apiserver, without controllers, scheduler, kwok or nodes.
 
-    LocalCluster has no switch for this, so ``start`` runs only its first phases (same
-    PKI, flags and readiness checks as the e2e tier); ``stop`` is inherited.
+    Only the first phases of ``LocalCluster.start`` run (same PKI, flags and readiness
+    checks as the e2e tier); ``stop`` is inherited.
     """
 
-    def start(self) -> LocalCluster:
-        if self._started:
-            return self
-        self._started = True
-        t0 = time.monotonic()
-        try:
-            self._prepare_dirs()
-            self._phase("pki", self._write_pki)
-            self._phase("etcd", self._start_etcd)
-            self._phase("kube-apiserver", self._start_apiserver)
-        except BaseException:
-            self.stop()
-            raise
-        self.timings["total"] = time.monotonic() - t0
-        return self
+    def _phases(self) -> list[tuple[str, Callable[[], None]]]:
+        return [(name, fn) for name, fn in super()._phases() if name in ("pki", "etcd", "kube-apiserver")]
 
 
 # --- /proc -------------------------------------------------------------------------------------------------------

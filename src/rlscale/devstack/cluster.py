@@ -289,12 +289,8 @@ class LocalCluster:
         t0 = time.monotonic()
         try:
             self._prepare_dirs()
-            self._phase("pki", self._write_pki)
-            self._phase("etcd", self._start_etcd)
-            self._phase("kube-apiserver", self._start_apiserver)
-            self._phase("controllers", self._start_controllers)
-            self._phase("nodes", self._create_and_wait_nodes)
-            self._phase("default-serviceaccount", self._wait_default_service_account)
+            for name, fn in self._phases():
+                self._phase(name, fn)
         except BaseException:
             self.stop()
             raise
@@ -405,6 +401,17 @@ class LocalCluster:
         }
 
     # ---- start-up phases ----------------------------------------------------------------
+
+    def _phases(self) -> list[tuple[str, Callable[[], None]]]:
+        """The start-up phases, in order; a subclass that needs less of the stack returns a prefix."""
+        return [
+            ("pki", self._write_pki),
+            ("etcd", self._start_etcd),
+            ("kube-apiserver", self._start_apiserver),
+            ("controllers", self._start_controllers),
+            ("nodes", self._create_and_wait_nodes),
+            ("default-serviceaccount", self._wait_default_service_account),
+        ]
 
     def _phase(self, name: str, fn: Any) -> None:
         t = time.monotonic()
