@@ -111,7 +111,7 @@ def service() -> SimConfig:
     return SimConfig(absolute_rps_per_unit=1.0, initial_cpu_limit_m=500, initial_memory_limit_mib=1024)
 
 
-def create_workload(api: client.ApiClient, namespace: str) -> None:
+def create_workload(api: client.ApiClient, namespace: str, replicas: int = 1) -> None:
     """The Deployment, the model ConfigMap and the Prometheus-token Secret."""
     core = client.CoreV1Api(api)
     core.create_namespaced_config_map(
@@ -126,7 +126,7 @@ def create_workload(api: client.ApiClient, namespace: str) -> None:
         client.V1Secret(metadata=client.V1ObjectMeta(name="prom-token"), string_data={"token": PROM_TOKEN}),
     )
     client.AppsV1Api(api).create_namespaced_deployment(
-        namespace, deployment_manifest(DEPLOYMENT, replicas=1, cpu="500m", memory="1Gi")
+        namespace, deployment_manifest(DEPLOYMENT, replicas=replicas, cpu="500m", memory="1Gi")
     )
 
 

@@ -18,7 +18,6 @@ What "resumes exactly" means, checked on the real objects:
 
 from __future__ import annotations
 
-import base64
 import sys
 import time
 from collections.abc import Iterator
@@ -37,16 +36,14 @@ from e2e_helpers import (
     cleanup_policies,
     create_policy,
     decisions,
-    deployment_manifest,
     deployment_state,
     events_of,
     eventually,
     get_policy,
     installed_chart,
     policy_manifest,
-    threshold_policy_onnx,
 )
-from scenario import scaling_spec, service, twin_prometheus
+from scenario import create_workload, scaling_spec, service, twin_prometheus
 
 from rlscale.devstack.cluster import LocalCluster
 from rlscale.devstack.prometheus import LocalPrometheus
@@ -68,19 +65,7 @@ def stack(
     tmp_path: Path,
 ) -> Iterator[tuple[Installed, str, LocalPrometheus]]:
     core = client.CoreV1Api(admin_api)
-    core.create_namespaced_config_map(
-        namespace,
-        client.V1ConfigMap(
-            metadata=client.V1ObjectMeta(name="e2e-model"),
-            binary_data={"model.onnx": base64.b64encode(threshold_policy_onnx()).decode()},
-        ),
-    )
-    core.create_namespaced_secret(
-        namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="prom-token"), string_data={"token": "x"})
-    )
-    client.AppsV1Api(admin_api).create_namespaced_deployment(
-        namespace, deployment_manifest("web", replicas=2, cpu="500m", memory="1Gi")
-    )
+    create_workload(admin_api, namespace, replicas=2)
     eventually(
         lambda: (
             len(

@@ -67,6 +67,25 @@ def _stored_status(emulator: OperatorEmulator) -> dict[str, Any]:
     return json.loads(json.dumps(emulator.objects[ASP, "shop", "web"].raw["status"]))
 
 
+async def _crash_after_first_decision(
+    emulator: OperatorEmulator, prom: FakePrometheus
+) -> tuple[dict[str, Any], OperatorSettings, PolicyRef, dict[str, Any]]:
+    """A shadow-mode policy whose operator dies after writing its first decision, before scaling.
+
+    Returns the policy, the settings, its ref and the status the dead operator left behind.
+    """
+    body = _setup(emulator, prom, mode="shadow")
+    settings = OperatorSettings(metrics_port=0)
+    ref = PolicyRef("shop", "web", 1)
+    client = api_client(str(emulator.url))
+    crashing = Runtime.build(settings, client)
+    crashing.reconciler.kube = CrashOnScale(client, crashing.executor)
+    with pytest.raises(Crash):
+        await crashing.reconciler.reconcile(ref, body["spec"], None)
+    crashing.close()
+    return body, settings, ref, _stored_status(emulator)
+
+
 async def test_status_round_trip_resumes_the_same_decisions(
     emulator: OperatorEmulator, fake_prometheus: FakePrometheus
 ) -> None:
@@ -115,17 +134,7 @@ async def test_status_round_trip_resumes_the_same_decisions(
 async def test_crash_between_decision_and_action_finishes_it_once(
     emulator: OperatorEmulator, fake_prometheus: FakePrometheus
 ) -> None:
-    body = _setup(emulator, fake_prometheus, mode="shadow")
-    settings = OperatorSettings(metrics_port=0)
-    ref = PolicyRef("shop", "web", 1)
-    client = api_client(str(emulator.url))
-
-    crashing = Runtime.build(settings, client)
-    crashing.reconciler.kube = CrashOnScale(client, crashing.executor)
-    with pytest.raises(Crash):
-        await crashing.reconciler.reconcile(ref, body["spec"], None)
-    crashing.close()
-    stored = _stored_status(emulator)
+    body, settings, ref, stored = await _crash_after_first_decision(emulator, fake_prometheus)
     assert stored["pending"]["replicas"] == 6 and stored["controllerState"]["decisions"] == 1
     assert stored["lastDecision"]["applied"] is False
     assert emulator.objects[DEPLOY, "shop", "web"].raw["spec"]["replicas"] == 2
@@ -152,16 +161,7 @@ async def test_crash_between_decision_and_action_finishes_it_once(
 async def test_stale_pending_change_is_dropped_not_applied(
     emulator: OperatorEmulator, fake_prometheus: FakePrometheus
 ) -> None:
-    body = _setup(emulator, fake_prometheus, mode="shadow")
-    settings = OperatorSettings(metrics_port=0)
-    ref = PolicyRef("shop", "web", 1)
-    client = api_client(str(emulator.url))
-    crashing = Runtime.build(settings, client)
-    crashing.reconciler.kube = CrashOnScale(client, crashing.executor)
-    with pytest.raises(Crash):
-        await crashing.reconciler.reconcile(ref, body["spec"], None)
-    crashing.close()
-    stored = _stored_status(emulator)
+    body, settings, ref, stored = await _crash_after_first_decision(emulator, fake_prometheus)
     later = Runtime.build(settings, api_client(str(emulator.url)))
     later.reconciler.clock = lambda: stored["pending"]["createdAt"] + 3600
     events: list[tuple[str, str, str]] = []
