@@ -240,15 +240,17 @@ def action_proposals(limits: ScalingLimits, state: ScalingState) -> tuple[IntArr
             limits.cpu_limit_step_m,
             limits.memory_limit_step_mib,
         )
-    return _proposals(state.replicas, state.cpu_limit_m, state.memory_limit_mib, limits)
+    return _proposals(
+        state.replicas, state.cpu_limit_m, state.memory_limit_mib, limits.cpu_limit_step_m, limits.memory_limit_step_mib
+    )
 
 
 def _proposals(
-    replicas: IntArray, cpu_m: IntArray, memory_mib: IntArray, limits: ScalingLimits
+    replicas: IntArray, cpu_m: IntArray, memory_mib: IntArray, cpu_step_m: int, memory_step_mib: int
 ) -> tuple[IntArray, IntArray, IntArray]:
     proposed_r = propose_replicas(replicas)
-    proposed_c = cpu_m[:, None] + CPU_STEPS * limits.cpu_limit_step_m
-    proposed_m = memory_mib[:, None] + MEMORY_STEPS * limits.memory_limit_step_mib
+    proposed_c = cpu_m[:, None] + CPU_STEPS * cpu_step_m
+    proposed_m = memory_mib[:, None] + MEMORY_STEPS * memory_step_mib
     return proposed_r, proposed_c, proposed_m
 
 
@@ -261,11 +263,7 @@ def _single_proposals(
     The arrays are shared between callers, so they are made read-only.
     """
     r, c, m = (np.array([v], dtype=np.int64) for v in (replicas, cpu_m, memory_mib))
-    out = (
-        propose_replicas(r),
-        c[:, None] + CPU_STEPS * cpu_step_m,
-        m[:, None] + MEMORY_STEPS * memory_step_mib,
-    )
+    out = _proposals(r, c, m, cpu_step_m, memory_step_mib)
     for a in out:
         a.flags.writeable = False
     return out

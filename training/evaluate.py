@@ -193,6 +193,18 @@ class Tuned:
         }
 
 
+def grid_metrics(
+    sim: SimConfig, window: Trace, grid: Sequence[BaselineConfig], seeds: Sequence[int]
+) -> list[dict[str, float]]:
+    """Each baseline of ``grid`` played on ``window`` under every seed (all in one batch per seed), aggregated."""
+    per_seed: list[list[dict[str, float]]] = [[] for _ in grid]
+    for seed in seeds:
+        fns = [decide_fn(decision_config(sim, b)) for b in grid]
+        for i, log in enumerate(run_episodes(sim, window, fns, seed)):
+            per_seed[i].append(episode_metrics(log))
+    return [aggregate(ms) for ms in per_seed]
+
+
 def tune_baseline(
     kind: Literal["hpa", "static", "heuristic"],
     sim: SimConfig,
@@ -210,12 +222,8 @@ def tune_baseline(
     if train_window.window != "train":
         raise ValueError(f"baselines are tuned on a training window only, got the {train_window.window!r} window")
     grid = baseline_grid(kind, sim)
-    per_seed: list[list[dict[str, float]]] = [[] for _ in grid]
-    for seed in seeds:
-        fns = [decide_fn(decision_config(sim, b)) for b in grid]
-        for i, log in enumerate(run_episodes(sim, train_window, fns, seed)):
-            per_seed[i].append(episode_metrics(log))
-    candidates = [{"knob": baseline_knob(b), "metrics": aggregate(ms)} for b, ms in zip(grid, per_seed, strict=True)]
+    results = grid_metrics(sim, train_window, grid, seeds)
+    candidates = [{"knob": baseline_knob(b), "metrics": m} for b, m in zip(grid, results, strict=True)]
     best = min(range(len(grid)), key=lambda i: _score(candidates[i]["metrics"], criterion))
     return Tuned(kind, grid[best], train_window.window, criterion, candidates)
 
@@ -395,14 +403,9 @@ def hpa_at_cost(evaluation: Evaluation, sim: SimConfig, reported: Trace) -> dict
     """
     learned_rh = aggregate(evaluation.runs["learned"].per_seed)["replica_hours"]
     grid = [BaselineConfig(kind="hpa", hpa=HpaConfig(target_utilization=t)) for t in HPA_FRONTIER_TARGETS]
-    per_seed: list[list[dict[str, float]]] = [[] for _ in grid]
-    for seed in evaluation.seeds:
-        fns = [decide_fn(decision_config(sim, b)) for b in grid]
-        for i, log in enumerate(run_episodes(sim, reported, fns, seed)):
-            per_seed[i].append(episode_metrics(log))
     points = [
-        {"target_utilization": t, **{k: aggregate(ms)[k] for k in ("slo_violation_minutes", "replica_hours")}}
-        for t, ms in zip(HPA_FRONTIER_TARGETS, per_seed, strict=True)
+        {"target_utilization": t, **{k: m[k] for k in ("slo_violation_minutes", "replica_hours")}}
+        for t, m in zip(HPA_FRONTIER_TARGETS, grid_metrics(sim, reported, grid, evaluation.seeds), strict=True)
     ]
     affordable = [p for p in points if p["replica_hours"] <= learned_rh]
     best = min(affordable, key=lambda p: (p["slo_violation_minutes"], p["replica_hours"]), default=None)
