@@ -16,23 +16,23 @@ and the local demo run the upstream binaries (built from Go modules by
 
 There is no kubelet, kube-proxy or CNI: Service IPs do not route and containers never
 run. Everything the operator under test talks to (the API and its RBAC) is real.
+
+The certificates are made by :mod:`rlscale.devstack.certs` and the address the apiserver
+advertises is found by :mod:`rlscale.devstack.network`; this module starts and stops the
+processes and waits for each to be ready.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
-import struct
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -44,6 +44,8 @@ from typing import Any
 
 import yaml
 
+from .certs import CertificateError, write_control_plane_pki
+from .network import detect_advertise_address
 from .procs import ComponentError, ManagedProcess, free_port
 
 __all__ = [
@@ -53,7 +55,6 @@ __all__ = [
     "NodeShape",
     "audit_policy_for",
     "default_audit_policy",
-    "detect_advertise_address",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,6 @@ FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
-# Written into the `kubernetes` Endpoints only; nothing dials it (no kube-proxy).
-# TEST-NET-3 (RFC 5737), used only when the host has no usable IPv4 address.
-FALLBACK_ADVERTISE_ADDRESS = "203.0.113.10"
 REQUIRED_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
 
@@ -112,76 +110,6 @@ def audit_policy_for(
         rules.append({"level": level, "userGroups": list(user_groups)})
     rules.append({"level": "None"})
     return {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"], "rules": rules}
-
-
-def _iface_ipv4(name: str) -> str | None:
-    """IPv4 address of a network interface (SIOCGIFADDR), or None."""
-    siocgifaddr = 0x8915
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            packed = fcntl.ioctl(sock.fileno(), siocgifaddr, struct.pack("256s", name[:15].encode()))
-        except OSError:
-            return None
-    return socket.inet_ntoa(packed[20:24])
-
-
-def detect_advertise_address(route_table: Path = Path("/proc/net/route")) -> str:
-    """The address kube-apiserver should advertise for the ``kubernetes`` Service.
-
-    kube-apiserver rejects loopback here and, if not told, picks the address of the
-    default-route interface; with no default route it refuses to start ("unable to find
-    suitable network address"). So we always pass one: the default-route interface's
-    IPv4, else any non-loopback interface's IPv4, else a TEST-NET address. No client
-    connects to it (we run no kube-proxy), so an address that does not exist is harmless.
-    """
-    candidates: list[str] = []
-    with contextlib.suppress(OSError):
-        for line in route_table.read_text().splitlines()[1:]:
-            fields = line.split()
-            if len(fields) > 2 and fields[1] == "00000000":
-                candidates.append(fields[0])
-    with contextlib.suppress(OSError):
-        candidates += [name for _, name in socket.if_nameindex() if name not in candidates]
-    for name in candidates:
-        if name == "lo":
-            continue
-        addr = _iface_ipv4(name)
-        if addr and not addr.startswith(("127.", "169.254.")):
-            return addr
-    return FALLBACK_ADVERTISE_ADDRESS
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise ClusterStartError("pki", f"openssl {' '.join(args)} failed:\n{proc.stderr.strip()}")
-
-
-# ECDSA P-256 for CAs and TLS (fast to generate, like envtest's tinyca); the
-# ServiceAccount signing key stays RSA (RS256 is what every token consumer expects).
-_EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")
-
-
-def _make_ca(d: Path, name: str, cn: str) -> None:
-    """Self-signed CA ``<name>.crt``/``<name>.key`` in ``d``."""
-    _openssl(
-        "req", "-x509", *_EC_KEY, "-nodes", "-days", "3650", "-subj", f"/CN={cn}",
-        "-keyout", f"{name}.key", "-out", f"{name}.crt",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        cwd=d,
-    )  # fmt: skip
-
-
-def _make_cert(d: Path, name: str, cn: str, ca: str, extensions: str) -> None:
-    """Leaf ``<name>.crt``/``<name>.key`` signed by CA ``<ca>`` with the given x509v3 extensions."""
-    (d / f"{name}.ext").write_text(f"{extensions}\nkeyUsage=critical,digitalSignature,keyEncipherment\n")
-    _openssl("req", *_EC_KEY, "-nodes", "-subj", f"/CN={cn}", "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
-    _openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
-        "-days", "3650", "-extfile", f"{name}.ext", "-out", f"{name}.crt",
-        cwd=d,
-    )  # fmt: skip
 
 
 class LocalCluster:
@@ -472,32 +400,10 @@ class LocalCluster:
 
     def _write_pki(self) -> None:
         d = self.pki_dir
-        _make_ca(d, "ca", "rlscale-devstack-ca")
-        sans = [
-            "IP:127.0.0.1",
-            f"IP:{SERVICE_IP}",
-            "DNS:localhost",
-            "DNS:kubernetes",
-            "DNS:kubernetes.default",
-            "DNS:kubernetes.default.svc",
-            "DNS:kubernetes.default.svc.cluster.local",
-        ]
         try:
-            socket.inet_aton(self.advertise_address)
-            sans.append(f"IP:{self.advertise_address}")
-        except OSError:
-            pass
-        _make_cert(
-            d, "apiserver", "kube-apiserver", "ca", f"subjectAltName={','.join(sans)}\nextendedKeyUsage=serverAuth"
-        )
-        # Front-proxy (request-header) CA and client, as kubeadm sets up: without it the
-        # controller-manager and scheduler log "missing content for CA bundle" forever,
-        # and aggregated APIs could not authenticate the apiserver.
-        _make_ca(d, "front-proxy-ca", "rlscale-devstack-front-proxy-ca")
-        _make_cert(d, "front-proxy-client", "front-proxy-client", "front-proxy-ca", "extendedKeyUsage=clientAuth")
-        # ServiceAccount token signing key (apiserver signs, verifies; KCM mints legacy).
-        _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
-        _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
+            write_control_plane_pki(d, service_ip=SERVICE_IP, advertise_address=self.advertise_address)
+        except CertificateError as exc:
+            raise ClusterStartError("pki", str(exc)) from exc
 
         # Static bearer tokens: "token,user,uid,groups". The controller-manager and the
         # scheduler use their well-known users, which RBAC's bootstrap policy binds.
