@@ -198,7 +198,8 @@ def evaluate_cmd(
     plot: Path | None,
 ) -> None:
     """Compare policies on one window of a trace (baselines tuned on its training window)."""
-    from rlscale.training.evaluate import POLICY_NAMES, evaluate, format_table
+    from rlscale.training.evaluate import POLICY_NAMES, evaluate
+    from rlscale.training.report import format_table
     from rlscale.training.workloads import TraceFormatError, load_trace
 
     chosen = policies or POLICY_NAMES
@@ -264,7 +265,8 @@ def evaluate_all_cmd(
     as_json: bool,
 ) -> None:
     """Every trace in a folder: learned vs tuned baselines, and whether the learned policy meets the bar."""
-    from rlscale.training.evaluate import evaluate_all, render_markdown
+    from rlscale.training.evaluate import evaluate_all
+    from rlscale.training.report import render_markdown
     from rlscale.training.workloads import traces_dir as default_traces_dir
 
     folder = traces_dir if traces_dir is not None else default_traces_dir()
