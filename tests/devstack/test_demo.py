@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from prometheus_client import generate_latest
 
 from rlscale.cli import main
 from rlscale.devstack.demo import (
     CROWD_PEAK_FACTOR,
+    _decisions_by_source,
     crowd_window_start,
     demo_deployment,
     demo_policy,
@@ -25,6 +27,7 @@ from rlscale.devstack.demo import (
 )
 from rlscale.devstack.demo_report import DecisionRecord, decision_line, format_summary, plot, summarize
 from rlscale.devstack.twin import TwinSample
+from rlscale.operator.metrics import OperatorMetrics
 from rlscale.operator.models import AutoscalePolicySpec
 from rlscale.operator.observe import deployment_view
 
@@ -151,3 +154,12 @@ def test_decision_line_shows_time_load_replicas_limits_source_and_why() -> None:
         "hpa:",
     ):
         assert part in line, (part, line)
+
+
+def test_decisions_by_source_sums_the_operators_counter_over_actions() -> None:
+    metrics = OperatorMetrics()
+    metrics.decisions.labels("learned", "replicas+1").inc(3)
+    metrics.decisions.labels("learned", "hold").inc(2)
+    metrics.decisions.labels("baseline", "baseline:hpa").inc(4)
+    metrics.refusals.labels("metrics-unavailable").inc()
+    assert _decisions_by_source(generate_latest(metrics.registry).decode()) == {"learned": 5.0, "baseline": 4.0}

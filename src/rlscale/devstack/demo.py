@@ -34,6 +34,7 @@ from typing import Any
 import click
 import numpy as np
 from kubernetes import client, config
+from prometheus_client.parser import text_string_to_metric_families
 
 from rlscale.devstack.cluster import LocalCluster
 from rlscale.devstack.demo_report import DecisionRecord, decision_line, format_summary, plot, summarize
@@ -420,12 +421,13 @@ def _hhmm(row: int) -> str:
 
 
 def _decisions_by_source(metrics_text: str) -> dict[str, float]:
+    """The operator's ``rlscale_decisions_total`` summed over its other labels, by ``source``."""
     out: dict[str, float] = {}
-    for line in metrics_text.splitlines():
-        if line.startswith("rlscale_decisions_total{"):
-            labels, _, value = line.rpartition(" ")
-            source = labels.split('source="', 1)[1].split('"', 1)[0]
-            out[source] = out.get(source, 0.0) + float(value)
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "rlscale_decisions_total":
+                source = sample.labels["source"]
+                out[source] = out.get(source, 0.0) + sample.value
     return out
 
 
