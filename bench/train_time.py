@@ -40,6 +40,7 @@ from rlscale.policy.baselines import BaselineConfig
 from rlscale.policy.model import PolicyModel
 from rlscale.policy.spec import N_FEATURES
 from rlscale.training.cli import load_train_config
+from rlscale.training.episodes import run_episodes
 from rlscale.training.evaluate import (
     aggregate,
     avoidable_minutes,
@@ -51,7 +52,7 @@ from rlscale.training.evaluate import (
 from rlscale.training.export import export_actor
 from rlscale.training.ppo import ActorCritic, UpdateStats, run_ppo, train
 from rlscale.training.ppo_config import PpoConfig, TrainConfig
-from rlscale.training.sim import VectorSim, run_episodes
+from rlscale.training.sim import VectorSim
 from rlscale.training.sim_config import SimConfig
 from rlscale.training.workloads import load_trace, traces_dir, training_mix
 

@@ -2,7 +2,7 @@
 
 Every policy — the learned one included — runs through
 :func:`rlscale.policy.decide.decide`, the function the operator calls, inside
-:func:`rlscale.training.sim.run_episodes`, so all of them meet the same mask, the same
+:func:`rlscale.training.episodes.run_episodes`, so all of them meet the same mask, the same
 load and the same measurement noise (common random numbers per seed).
 
 Honesty rules this module enforces:
@@ -29,7 +29,7 @@ from rlscale.policy.baselines import BaselineConfig, HpaConfig
 from rlscale.policy.decide import ControllerState, Decision, DecisionConfig, Observation, decide
 from rlscale.policy.gate import GateConfig
 from rlscale.policy.model import PolicyModel
-from rlscale.training.sim import EpisodeLog, run_episodes
+from rlscale.training.episodes import EpisodeLog, run_episodes
 from rlscale.training.sim_config import SimConfig
 from rlscale.training.workloads import Trace
 

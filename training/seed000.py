@@ -10,7 +10,7 @@ Here the five levels are replicas 1–5 (CPU and memory limits pinned, so the on
 resource is the unit count), the reward is :func:`rlscale.policy.reward.reward` with every
 weight zero except ``latency`` (p99 / SLO, with the SLO at 1 s so the term is the p99 in
 seconds) and ``cost`` (set so that the cost term is α × units), and both policies run
-through :func:`rlscale.policy.decide.decide` in :func:`rlscale.training.sim.run_episodes`.
+through :func:`rlscale.policy.decide.decide` in :func:`rlscale.training.episodes.run_episodes`.
 One unit serves about 32 requests/s (30 ms of CPU per request on a 1-core pod); each seed
 plays one generated day of diurnal load whose 95th percentile needs 3.5 units at 80 %
 utilisation, so static 3 under-provisions the peak and proportional-25 over-provisions
@@ -25,8 +25,8 @@ from typing import Any
 from rlscale.policy.baselines import BaselineConfig
 from rlscale.policy.limits import ScalingLimits
 from rlscale.policy.reward import Objective, RewardWeights
+from rlscale.training.episodes import run_episodes
 from rlscale.training.evaluate import aggregate, decide_fn, decision_config, episode_metrics
-from rlscale.training.sim import run_episodes
 from rlscale.training.sim_config import SimConfig
 from rlscale.training.workloads import generate
 

@@ -15,7 +15,8 @@ from rlscale.policy.decide import ControllerState, Decision, DecisionConfig, Obs
 from rlscale.policy.mask import action_mask
 from rlscale.policy.reward import reward
 from rlscale.policy.spec import FEATURES, N_FEATURES, RAW_COLUMNS, encode
-from rlscale.training.sim import LOG_KEYS, VectorSim, run_episode, run_episodes
+from rlscale.training.episodes import LOG_KEYS, run_episode, run_episodes
+from rlscale.training.sim import VectorSim
 from rlscale.training.sim_config import SimConfig
 from rlscale.training.workloads import Trace, generate, load_trace, traces_dir
 

@@ -1,0 +1,189 @@
+"""Play whole load windows through the simulator with decision callbacks, and log every step.
+
+:class:`~rlscale.training.sim.VectorSim` owns the world; this module is how policies are
+*evaluated* in it. :func:`run_episodes` hands each callback — the learned policy, the HPA,
+a static count, all through :func:`rlscale.policy.decide.decide` — its own env's
+observation every interval, applies the replicas and limits it returns, and records the
+simulator's truth in an :class:`EpisodeLog`. Running several callbacks in one batch with
+one seed gives them the same load and the same measurement noise (common random numbers),
+which is what makes the evaluation's comparison fair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from rlscale.policy.decide import Observation
+from rlscale.training.sim import LoadLike, VectorSim
+from rlscale.training.sim_config import SimConfig
+from rlscale.training.workloads import Trace
+
+
+class DecisionLike(Protocol):
+    """What a decision callback returns: :class:`rlscale.policy.decide.Decision` fits."""
+
+    @property
+    def replicas(self) -> int: ...
+    @property
+    def cpu_limit_m(self) -> int: ...
+    @property
+    def memory_limit_mib(self) -> int: ...
+
+
+DecideFn = Callable[[Observation], DecisionLike]
+
+#: Per-step metrics an :class:`EpisodeLog` keeps (all from the simulator's truth, not the noisy view).
+LOG_KEYS: tuple[str, ...] = (
+    "timestamp",
+    "offered",
+    "served",
+    "dropped",
+    "request_rate",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "error_rate",
+    "cpu_utilization",
+    "memory_utilization",
+    "queue_per_replica",
+    "backlog",
+    "replicas",
+    "ready_replicas",
+    "cpu_limit_m",
+    "memory_limit_mib",
+    "cpu_allocated_m",
+    "memory_allocated_mib",
+    "cpu_used_m",
+    "slo_violated",
+    "oom_kills",
+    "replicas_changed",
+    "limits_changed",
+    "reward",
+)
+
+
+@dataclass
+class EpisodeLog:
+    """One episode of one policy: per-step arrays of :data:`LOG_KEYS`, and what the policy returned."""
+
+    seed: int | None
+    load_name: str
+    step_s: float
+    steps: dict[str, np.ndarray]
+    decisions: list[Any] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.steps["reward"].size)
+
+    def summary(self) -> dict[str, float]:
+        """Headline numbers: served share, SLO-violation share, cost, churn, reward."""
+        s = self.steps
+        offered = float(s["offered"].sum())
+        hours = len(self) * self.step_s / 3600.0
+        return {
+            "steps": float(len(self)),
+            "total_reward": float(s["reward"].sum()),
+            "mean_reward": float(s["reward"].mean()),
+            "served_fraction": float(s["served"].sum() / offered) if offered > 0 else 1.0,
+            "dropped_fraction": float(s["dropped"].sum() / offered) if offered > 0 else 0.0,
+            "slo_violation_fraction": float(s["slo_violated"].mean()),
+            "latency_p99_ms_mean": float(s["latency_p99_ms"].mean()),
+            "latency_p99_ms_p95": float(np.percentile(s["latency_p99_ms"], 95)),
+            "mean_replicas": float(s["replicas"].mean()),
+            "cpu_core_hours": float(s["cpu_allocated_m"].sum() * self.step_s / 3600.0 / 1000.0),
+            "mean_cpu_allocated_cores": float(s["cpu_allocated_m"].mean() / 1000.0),
+            "hours": hours,
+            "replica_changes": float(s["replicas_changed"].sum()),
+            "limit_changes": float(s["limits_changed"].sum()),
+            "oom_kills": float(s["oom_kills"].sum()),
+        }
+
+
+def run_episodes(
+    config: SimConfig,
+    load: LoadLike,
+    decide_fns: Sequence[DecideFn],
+    seed: int | Sequence[int] | None = 0,
+    *,
+    keep_decisions: bool = False,
+) -> list[EpisodeLog]:
+    """Play the whole ``load`` once per callback, all in one batch (one env each).
+
+    Each callback sees its own env's (delayed, noisy) :class:`Observation` every interval
+    and returns the replicas and limits to set. Nothing is masked here: the callback is
+    the decision function, which masks and enforces itself (``decide`` does).
+
+    With one ``seed``, all callbacks face the same load and the same noise, identical to
+    what :func:`run_episode` with this seed gives a single callback (common random numbers:
+    differences between policies are theirs, not the dice's). With a sequence of seeds, one
+    per callback, callback ``i`` gets exactly the run :func:`run_episode` would give it with
+    ``seed[i]`` — so policies × seeds can share one batch.
+    """
+    n = len(decide_fns)
+    if n == 0:
+        raise ValueError("decide_fns: give at least one callback")
+    shared: int | None = None
+    per_env: list[int] | None = None
+    if seed is None or isinstance(seed, int):
+        shared = seed
+    else:
+        per_env = [int(x) for x in seed]
+        if len(per_env) != n:
+            raise ValueError(f"seed: expected one seed per callback ({n}), got {len(per_env)}")
+    trace = load if isinstance(load, Trace) else None
+    sim = VectorSim(
+        config,
+        load,
+        n_envs=n,
+        seed=shared,
+        autoreset=False,
+        fixed_start=True,
+        common_noise=per_env is None,
+        env_seeds=per_env,
+        episode_steps=10**12,
+    )
+    sim.reset()
+    steps = int(sim._ep_len[0])
+    logs = {key: [] for key in LOG_KEYS}  # type: dict[str, list[np.ndarray]]
+    decisions: list[list[Any]] = [[] for _ in range(n)]
+    r = np.zeros(n, dtype=np.int64)
+    c = np.zeros(n, dtype=np.int64)
+    m = np.zeros(n, dtype=np.int64)
+    for _ in range(steps):
+        for i, fn in enumerate(decide_fns):
+            d = fn(sim.observation(i))
+            r[i], c[i], m[i] = int(d.replicas), int(d.cpu_limit_m), int(d.memory_limit_mib)
+            if keep_decisions:
+                decisions[i].append(d)
+        _, _, _, _, info = sim.step_targets(r, c, m)
+        for key in LOG_KEYS:
+            logs[key].append(np.asarray(info[key]))
+    name = f"{trace.name}[{trace.window}]" if trace is not None else sim.series_names[0]
+    out = []
+    for i in range(n):
+        per_step = {key: np.array([row[i] for row in logs[key]]) for key in LOG_KEYS}
+        env_seed = per_env[i] if per_env is not None else shared
+        out.append(
+            EpisodeLog(seed=env_seed, load_name=name, step_s=config.step_s, steps=per_step, decisions=decisions[i])
+        )
+    return out
+
+
+def run_episode(
+    config: SimConfig, load: LoadLike, decide_fn: DecideFn, seed: int | None = 0, *, keep_decisions: bool = False
+) -> EpisodeLog:
+    """Play the whole ``load`` with one decision callback; see :func:`run_episodes`."""
+    return run_episodes(config, load, [decide_fn], seed, keep_decisions=keep_decisions)[0]
+
+
+__all__ = [
+    "LOG_KEYS",
+    "DecideFn",
+    "DecisionLike",
+    "EpisodeLog",
+    "run_episode",
+    "run_episodes",
+]
