@@ -1,8 +1,10 @@
 """``rlscale run``: start the operator (Kopf) with rlscale's flags.
 
 Every flag also reads an ``RLSCALE_*`` environment variable (click's ``envvar``), so the
-Helm chart can set them either way. Kopf's own essentials — which namespaces to watch,
-peering, the liveness endpoint — are passed straight to :func:`kopf.run`.
+Helm chart can set them either way. The operator's own settings are declared once, in
+:class:`~rlscale.operator.settings.OperatorSettings`, and their flags are generated from it.
+Kopf's own essentials — which namespaces to watch, peering, the liveness endpoint — are
+declared here and passed straight to :func:`kopf.run`.
 """
 
 from __future__ import annotations
@@ -10,9 +12,22 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+from collections.abc import Callable
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import click
 import kopf
+from pydantic.fields import FieldInfo
+
+from rlscale.operator.settings import OperatorSettings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: What the command line adds to a setting's description.
+_CLI_NOTES: dict[str, str] = {
+    "trust_custom_queries": "Only for clusters whose policy authors may read all metrics.",
+}
 
 #: glibc mallopt() parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -37,6 +52,47 @@ def return_freed_memory_promptly(threshold: int = 128 * 1024) -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, threshold))
+
+
+def _option_for(name: str, field: FieldInfo, env_prefix: str) -> Callable[[F], F]:
+    """One :class:`OperatorSettings` field as a flag: ``metrics_port`` → ``--metrics-port``, ``RLSCALE_METRICS_PORT``.
+
+    Types map to what a flag or an environment variable can hold: a tuple of strings is one
+    comma-separated string (the settings' validator splits it), ``X | None`` is an ``X``
+    that may be left unset.
+    """
+    flag = "--" + name.replace("_", "-")
+    help_text = " ".join(filter(None, (field.description, _CLI_NOTES.get(name))))
+    common: dict[str, Any] = {"envvar": env_prefix + name.upper(), "help": help_text or None}
+    if field.is_required():
+        raise TypeError(f"OperatorSettings.{name}: a setting needs a default to be an optional flag")
+    annotation, default = field.annotation, field.get_default(call_default_factory=True)
+    if annotation is bool:
+        return click.option(f"{flag}/--no-{flag[2:]}" if default else flag, is_flag=True, default=default, **common)
+    if get_origin(annotation) is tuple and get_args(annotation) == (str, ...):
+        joined = ",".join(default)
+        common["help"] = f"{help_text} Comma-separated." if help_text else "Comma-separated."
+        return click.option(flag, type=str, default=joined, show_default=bool(joined), **common)
+    args = get_args(annotation)
+    optional = get_origin(annotation) in (Union, UnionType) and len(args) == 2 and type(None) in args
+    base = next(a for a in args if a is not type(None)) if optional else annotation
+    if base not in (str, int, float):
+        raise TypeError(f"OperatorSettings.{name}: no command-line form for {annotation!r}")
+    return click.option(flag, type=base, default=default, show_default=default is not None, **common)
+
+
+def settings_options(command: F) -> F:
+    """Add one option per :class:`OperatorSettings` field, in the model's order.
+
+    The settings model is the one place a setting is declared (name, type, default,
+    description); the flags follow it, so a new setting is a new flag without touching this
+    file. click reads the ``RLSCALE_*`` variable when the flag is absent, so the chart may
+    set either.
+    """
+    env_prefix = str(OperatorSettings.model_config.get("env_prefix", ""))
+    for name, field in reversed(OperatorSettings.model_fields.items()):
+        command = _option_for(name, field, env_prefix)(command)
+    return command
 
 
 @click.command("run")
@@ -66,23 +122,7 @@ def return_freed_memory_promptly(threshold: int = 128 * 1024) -> bool:
     envvar="RLSCALE_LIVENESS",
     help="Kopf's liveness endpoint (empty to disable).",
 )
-@click.option("--metrics-port", type=int, default=8080, show_default=True, envvar="RLSCALE_METRICS_PORT")
-@click.option("--metrics-addr", default="0.0.0.0", show_default=True, envvar="RLSCALE_METRICS_ADDR")
-@click.option("--prometheus-url", default=None, envvar="RLSCALE_PROMETHEUS_URL", help="Default Prometheus URL.")
-@click.option(
-    "--prometheus-url-allowlist",
-    default="",
-    envvar="RLSCALE_PROMETHEUS_URL_ALLOWLIST",
-    help="Comma-separated URL prefixes a policy's spec.prometheus.url must start with.",
-)
-@click.option(
-    "--trust-custom-queries",
-    is_flag=True,
-    envvar="RLSCALE_TRUST_CUSTOM_QUERIES",
-    help="Accept any PromQL in policies (no namespace-scope check). Only for clusters whose policy authors "
-    "may read all metrics.",
-)
-@click.option("--workers", type=int, default=8, show_default=True, envvar="RLSCALE_WORKERS")
+@settings_options
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def run(
     namespaces: tuple[str, ...],
@@ -91,17 +131,11 @@ def run(
     standalone: bool,
     priority: int | None,
     liveness_endpoint: str,
-    metrics_port: int,
-    metrics_addr: str,
-    prometheus_url: str | None,
-    prometheus_url_allowlist: str,
-    trust_custom_queries: bool,
-    workers: int,
     verbose: bool,
+    **settings_values: Any,
 ) -> None:
     """Run the rlscale operator against the current cluster (in-cluster config or kubeconfig)."""
     from rlscale.operator import handlers  # noqa: F401  (registers the handlers)
-    from rlscale.operator.settings import OperatorSettings
 
     if not namespaces and not all_namespaces:
         raise click.UsageError("choose what to watch: --namespace NS (repeatable) or --all-namespaces")
@@ -109,14 +143,7 @@ def run(
         raise click.UsageError("--namespace and --all-namespaces are mutually exclusive")
     if peering_name and standalone:
         raise click.UsageError("--peering and --standalone are mutually exclusive")
-    settings = OperatorSettings(
-        trust_custom_queries=trust_custom_queries,
-        prometheus_url=prometheus_url,
-        prometheus_url_allowlist=prometheus_url_allowlist,  # type: ignore[arg-type]  # split by the validator
-        metrics_port=metrics_port,
-        metrics_addr=metrics_addr,
-        workers=workers,
-    )
+    settings = OperatorSettings(**settings_values)
     return_freed_memory_promptly()
     kopf.configure(verbose=verbose, log_prefix=True)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
