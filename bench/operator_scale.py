@@ -37,7 +37,7 @@ warm-up (every daemon started and one full interval passed) the benchmark measur
   from ``rlscale_reconcile_seconds`` (interpolated inside histogram buckets, as PromQL's
   ``histogram_quantile`` does);
 * operator RSS (steady: median of 1 s samples in the window; peak: ``VmHWM``, whole life)
-  and CPU (cores) from ``/proc``; API server, etcd and this harness's CPU likewise, and
+  and CPU (cores), through psutil; API server, etcd and this harness's CPU likewise, and
   the whole host's busy cores (the machine is shared: the rest is other people's load);
   CPU milliseconds per reconcile, which does not depend on N.
 
@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import psutil
 
 # bench/ is sys.path[0] when this file is run as a script.
 from _fake_prometheus import CPU_LIMIT_CORES, FakePrometheus, Workload
@@ -87,7 +88,6 @@ RELEASE = "rlscale"
 OPERATOR_NS = "rlscale-system"
 TARGET_POLICIES = 1000
 TARGET_RSS_MB = 300.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = "/apis/rlscale.io/v1alpha1/autoscalepolicies"
 FINALIZER = "rlscale.io/finalizer"  # the operator's (handlers.startup)
 
@@ -106,50 +106,65 @@ class ApiServerOnly(LocalCluster):
         return [(name, fn) for name, fn in super()._phases() if name in ("pki", "etcd", "kube-apiserver")]
 
 
-# --- /proc -------------------------------------------------------------------------------------------------------
+# --- process and host statistics (psutil) -----------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int | str) -> float:
+def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), seconds."""
-    parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / CLK_TCK
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
-def rss_mib(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) in MiB."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+def rss_mib(pid: int) -> float:
+    """Resident set size now, MiB."""
+    return float(psutil.Process(pid).memory_info().rss) / 2**20
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's resident high-water mark over its whole life (``VmHWM``), MiB.
+
+    psutil has no peak RSS on Linux (only Windows reports one), so this one field is read
+    from ``/proc/<pid>/status``.
+    """
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise ValueError(f"no VmHWM in /proc/{pid}/status")
 
 
 def memory_breakdown(pid: int) -> dict[str, float]:
-    """Anonymous (heap) vs. file-backed (code, libraries) resident MiB, threads and open sockets."""
-    rollup = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        key, _, rest = line.partition(":")
-        if rest.strip().endswith("kB"):
-            rollup[key] = int(rest.split()[0]) / 1024
-    threads = len(list(Path(f"/proc/{pid}/task").iterdir()))
+    """Anonymous (heap) vs. file-backed (code, libraries) resident MiB, and threads.
+
+    psutil's ``shared`` is the resident file-backed and shared-memory pages (``RssFile +
+    RssShmem``), so ``rss - shared`` is the anonymous memory.
+    """
+    proc = psutil.Process(pid)
+    with proc.oneshot():
+        mem = proc.memory_info()
+        threads = proc.num_threads()
     return {
-        "anon_mib": round(rollup.get("Anonymous", 0.0), 1),
-        "file_mib": round(rollup.get("Rss", 0.0) - rollup.get("Anonymous", 0.0), 1),
+        "anon_mib": round((mem.rss - mem.shared) / 2**20, 1),
+        "file_mib": round(mem.shared / 2**20, 1),
         "threads": threads,
     }
 
 
 def socket_count(pid: int) -> int:
-    """Open sockets of a process (its API and Prometheus connections, listeners, watches)."""
-    n = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            n += os.readlink(fd).startswith("socket:")
-    return n
+    """Open sockets of a process (its API and Prometheus connections, listeners, watches).
+
+    Those the kernel's inet and unix tables list: a socket not yet bound or connected is
+    not counted (the operator's are all one or the other).
+    """
+    return len(psutil.Process(pid).net_connections(kind="all"))
 
 
 def host_busy_seconds() -> float:
-    """CPU-seconds the whole host spent not idle (all cores)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return (sum(values[:8]) - idle) / CLK_TCK
+    """CPU-seconds the whole host spent not idle (all cores): user, nice, system, irq, softirq, steal.
+
+    Guest time is already inside user and nice; idle and iowait are not busy.
+    """
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + t.irq + t.softirq + t.steal)
 
 
 # --- the operator's /metrics -------------------------------------------------------------------------------------
@@ -550,14 +565,14 @@ def run_one(n: int, args: argparse.Namespace, bin_dir: Path) -> Result:
         samples: list[float] = []
         sockets: list[int] = []
         while time.monotonic() - wall0 < args.duration:
-            samples.append(rss_mib(op_pid)[0])
+            samples.append(rss_mib(op_pid))
             sockets.append(socket_count(op_pid))
             time.sleep(1.0)
         wall1, host1 = time.monotonic(), host_busy_seconds()
         cpu1 = {k: cpu_seconds(p) for k, p in pids.items() if p}
         scrape1 = Scrape.parse(operator.metrics_text())
         counters1, policy_bytes = _policy_counters(cluster)
-        _, peak = rss_mib(op_pid)
+        peak = peak_rss_mib(op_pid)
         memory = {**memory_breakdown(op_pid), "sockets_max": max(sockets), "sockets_median": statistics.median(sockets)}
         window = wall1 - wall0
         profile_text = _finish_profiler(profiler, work / "profile.txt") if profiler is not None else ""
