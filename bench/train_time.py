@@ -50,10 +50,11 @@ from rlscale.training.evaluate import (
     tune_baseline,
 )
 from rlscale.training.export import export_actor
-from rlscale.training.ppo import ActorCritic, UpdateStats, run_ppo, train
+from rlscale.training.ppo import ActorCritic, UpdateStats, run_ppo
 from rlscale.training.ppo_config import PpoConfig, TrainConfig
 from rlscale.training.sim import VectorSim
 from rlscale.training.sim_config import SimConfig
+from rlscale.training.train import train
 from rlscale.training.workloads import load_trace, traces_dir, training_mix
 
 

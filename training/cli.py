@@ -118,7 +118,7 @@ def train_cmd(
         click.echo(config.model_dump_json(indent=2))
         return
     from rlscale.training.export import write_model
-    from rlscale.training.ppo import train
+    from rlscale.training.train import train
 
     run_dir = run_dir if run_dir is not None else Path("runs") / f"train-seed{config.seed}"
     click.echo(f"training: {config.ppo.total_steps} steps, seed {config.seed}, logs in {run_dir}", err=True)

@@ -1,4 +1,5 @@
-"""PPO hyperparameters: every knob of :mod:`rlscale.training.ppo` in one frozen pydantic model.
+"""Training hyperparameters: every knob of :mod:`rlscale.training.ppo` and :mod:`rlscale.training.train`
+in one frozen pydantic model.
 
 Kept apart from the training loop so that a config file can be validated (and its errors
 reported by field name) without importing torch, and so that the exact values are written

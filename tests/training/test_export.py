@@ -15,7 +15,9 @@ from rlscale.policy.model import PolicyModel
 from rlscale.policy.spec import N_FEATURES, SPEC_HASH
 from rlscale.training.cli import export_cmd, train_cmd
 from rlscale.training.export import ExportError, export_actor, random_observations
-from rlscale.training.ppo import ActorCritic, TrainConfig, train
+from rlscale.training.ppo import ActorCritic
+from rlscale.training.ppo_config import TrainConfig
+from rlscale.training.train import train
 
 #: A few thousand steps on two short generated series: seconds, not minutes.
 TINY = {

@@ -9,12 +9,9 @@ import pytest
 import torch
 
 from rlscale.training.ppo import (
-    REPLICA_ONLY,
     ActorCritic,
     RewardScaler,
-    clone_actor,
     compute_gae,
-    hpa_actions,
     masked_entropy,
     masked_log_probs,
     ppo_loss,
@@ -22,6 +19,7 @@ from rlscale.training.ppo import (
     sample_actions,
 )
 from rlscale.training.ppo_config import PpoConfig
+from rlscale.training.train import REPLICA_ONLY, clone_actor, hpa_actions
 
 
 def test_masked_action_is_never_sampled_even_when_its_logit_dominates() -> None:
