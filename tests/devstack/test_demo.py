@@ -8,7 +8,9 @@ anything starts, and that the summary and plot say what the records say.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -28,7 +30,7 @@ from rlscale.devstack.demo import (
 from rlscale.devstack.demo_report import DecisionRecord, decision_line, format_summary, plot, summarize
 from rlscale.devstack.twin import TwinSample
 from rlscale.operator.metrics import OperatorMetrics
-from rlscale.operator.models import AutoscalePolicySpec
+from rlscale.operator.models import AutoscalePolicySpec, DecisionStatus
 from rlscale.operator.observe import deployment_view
 
 
@@ -93,17 +95,15 @@ def _sample(i: int, replicas: int, p99: float, violated: bool) -> TwinSample:
     )
 
 
-def _decision(
-    n: int, source: str, before: int, after: int, cpu_before: int = 1000, cpu_after: int = 1000
-) -> DecisionRecord:
-    return DecisionRecord(
+def _status(
+    n: int, source: Literal["learned", "baseline"], before: int, after: int, cpu_before: int, cpu_after: int
+) -> DecisionStatus:
+    return DecisionStatus(
         number=n,
-        wall_s=5.0 * n,
-        sim_s=300.0 * n,
-        load_rps=100.0,
-        latency_p99_ms=120.0,
+        time="2026-01-01T00:00:00Z",
         source=source,
         action="baseline:hpa" if source == "baseline" else "replicas+1,cpu+1",
+        baseline_replicas=after,
         previous_replicas=before,
         replicas=after,
         previous_cpu_limit_m=cpu_before,
@@ -113,6 +113,54 @@ def _decision(
         applied=True,
         explanation="learned acted (replicas+1,cpu+1); replicas 2→3; hpa: utilisation 0.9 vs target 0.7 → 3",
     )
+
+
+def _decision(
+    n: int,
+    source: Literal["learned", "baseline"],
+    before: int,
+    after: int,
+    cpu_before: int = 1000,
+    cpu_after: int = 1000,
+) -> DecisionRecord:
+    return DecisionRecord(
+        decision=_status(n, source, before, after, cpu_before, cpu_after),
+        wall_s=5.0 * n,
+        sim_s=300.0 * n,
+        load_rps=100.0,
+        latency_p99_ms=120.0,
+    )
+
+
+def test_a_record_reads_the_operators_status_and_writes_the_same_csv_columns() -> None:
+    status = _status(7, "learned", 2, 4, 1000, 1250)
+    sample = _sample(3, 4, 180.0, False)
+    rec = DecisionRecord.from_status(
+        status.model_dump(by_alias=True, mode="json"), wall_s=35.0, sample=sample, offset_s=3600.0
+    )
+    assert rec.decision == status and rec.limits_changed
+    assert (rec.sim_s, rec.load_rps, rec.latency_p99_ms) == (3600.0 + sample.sim_s, 100.0, 180.0)
+    row = rec.csv_row()
+    assert list(row) == [
+        "number",
+        "wall_s",
+        "sim_s",
+        "load_rps",
+        "latency_p99_ms",
+        "source",
+        "action",
+        "previous_replicas",
+        "replicas",
+        "previous_cpu_limit_m",
+        "cpu_limit_m",
+        "previous_memory_limit_mib",
+        "memory_limit_mib",
+        "applied",
+        "explanation",
+    ]
+    assert (row["number"], row["replicas"], row["cpu_limit_m"], row["applied"]) == (7, 4, 1250, True)
+    unseen = DecisionRecord.from_status(status.model_dump(by_alias=True), wall_s=1.0, sample=None)
+    assert math.isnan(unseen.sim_s) and math.isnan(unseen.load_rps)
 
 
 def test_summary_is_time_weighted_and_counts_what_happened(tmp_path: Path) -> None:

@@ -395,10 +395,10 @@ class Demo:
             offset_s=self.offset_s,
         )
         with (out / "decisions.csv").open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(asdict(self.decisions[0])) if self.decisions else ["number"])
+            rows = [d.csv_row() for d in self.decisions]
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["number"])
             writer.writeheader()
-            for d in self.decisions:
-                writer.writerow(asdict(d))
+            writer.writerows(rows)
         (out / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
         self.echo("\nsummary")
         self.echo(

@@ -15,29 +15,39 @@ from pathlib import Path
 from typing import Any
 
 from rlscale.devstack.twin import TwinSample
+from rlscale.operator.models import DecisionStatus
 
 __all__ = ["DecisionRecord", "Summary", "decision_line", "format_summary", "plot", "summarize"]
 
 
+#: The columns of ``decisions.csv``: when the demo saw a decision, then the decision's own fields.
+_CSV_DECISION_FIELDS = (
+    "source",
+    "action",
+    "previous_replicas",
+    "replicas",
+    "previous_cpu_limit_m",
+    "cpu_limit_m",
+    "previous_memory_limit_mib",
+    "memory_limit_mib",
+    "applied",
+    "explanation",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class DecisionRecord:
-    """One decision as the demo saw it in ``status.lastDecision`` (plus the simulated moment)."""
+    """One decision as the operator reported it in ``status.lastDecision``, and the simulated moment the demo saw it.
 
-    number: int
+    ``decision`` is the operator's own status model, so the demo reads the fields the
+    operator writes, under the operator's names, and cannot drift from them.
+    """
+
+    decision: DecisionStatus
     wall_s: float
     sim_s: float
     load_rps: float
     latency_p99_ms: float
-    source: str
-    action: str
-    previous_replicas: int
-    replicas: int
-    previous_cpu_limit_m: int
-    cpu_limit_m: int
-    previous_memory_limit_mib: int
-    memory_limit_mib: int
-    applied: bool
-    explanation: str
 
     @classmethod
     def from_status(
@@ -45,26 +55,28 @@ class DecisionRecord:
     ) -> DecisionRecord:
         """``offset_s``: where the replayed window starts in its trace, so ``sim_s`` reads as time of the trace."""
         return cls(
-            number=int(last["number"]),
+            decision=DecisionStatus.model_validate(last),
             wall_s=wall_s,
             sim_s=offset_s + sample.sim_s if sample else math.nan,
             load_rps=sample.load_rps if sample else math.nan,
             latency_p99_ms=sample.latency_p99_ms if sample else math.nan,
-            source=str(last.get("source", "")),
-            action=str(last.get("action", "")),
-            previous_replicas=int(last.get("previousReplicas", 0)),
-            replicas=int(last.get("replicas", 0)),
-            previous_cpu_limit_m=int(last.get("previousCpuLimitMillicores", 0)),
-            cpu_limit_m=int(last.get("cpuLimitMillicores", 0)),
-            previous_memory_limit_mib=int(last.get("previousMemoryLimitMiB", 0)),
-            memory_limit_mib=int(last.get("memoryLimitMiB", 0)),
-            applied=bool(last.get("applied", False)),
-            explanation=str(last.get("explanation", "")),
         )
 
     @property
     def limits_changed(self) -> bool:
-        return (self.cpu_limit_m, self.memory_limit_mib) != (self.previous_cpu_limit_m, self.previous_memory_limit_mib)
+        d = self.decision
+        return (d.cpu_limit_m, d.memory_limit_mib) != (d.previous_cpu_limit_m, d.previous_memory_limit_mib)
+
+    def csv_row(self) -> dict[str, Any]:
+        """The row of ``decisions.csv``."""
+        return {
+            "number": self.decision.number,
+            "wall_s": self.wall_s,
+            "sim_s": self.sim_s,
+            "load_rps": self.load_rps,
+            "latency_p99_ms": self.latency_p99_ms,
+            **{name: getattr(self.decision, name) for name in _CSV_DECISION_FIELDS},
+        }
 
 
 def _clock(sim_s: float) -> str:
@@ -74,15 +86,16 @@ def _clock(sim_s: float) -> str:
     return f"{minutes // 60:3d}:{minutes % 60:02d}"
 
 
-def decision_line(d: DecisionRecord, width: int = 60) -> str:
+def decision_line(r: DecisionRecord, width: int = 60) -> str:
     """One line of the live log: wall time, simulated time, load, replicas, limits, who acted, what, why."""
+    d = r.decision
     move = f"{d.previous_replicas:>2}→{d.replicas:<2}" if d.replicas != d.previous_replicas else f"{d.replicas:>2}   "
     why = d.explanation.split("; ", 2)[-1] if d.explanation else ""
     if len(why) > width:
         why = why[: width - 1] + "…"
     return (
-        f"[{int(d.wall_s) // 60:02d}:{int(d.wall_s) % 60:02d}] sim{_clock(d.sim_s)}  "
-        f"load {d.load_rps:7.1f} rps  p99 {d.latency_p99_ms:6.0f} ms  replicas {move}  "
+        f"[{int(r.wall_s) // 60:02d}:{int(r.wall_s) % 60:02d}] sim{_clock(r.sim_s)}  "
+        f"load {r.load_rps:7.1f} rps  p99 {r.latency_p99_ms:6.0f} ms  replicas {move}  "
         f"cpu {d.cpu_limit_m:>4}m  mem {d.memory_limit_mib:>4}Mi  {d.source:<8} {d.action:<22} {why}"
     )
 
@@ -125,9 +138,10 @@ def summarize(
     replicas = [s.replicas for s in samples]
     offered = sum(s.load_rps for s in samples) * step_s
     dropped = sum(s.load_rps * s.error_rate for s in samples) * step_s
-    learned = int(by_source.get("learned", 0)) if by_source else sum(d.source == "learned" for d in decisions)
-    baseline = int(by_source.get("baseline", 0)) if by_source else sum(d.source == "baseline" for d in decisions)
-    applied = [d for d in decisions if d.applied]
+    sources = [r.decision.source for r in decisions]
+    learned = int(by_source.get("learned", 0)) if by_source else sources.count("learned")
+    baseline = int(by_source.get("baseline", 0)) if by_source else sources.count("baseline")
+    applied = [r for r in decisions if r.decision.applied]
     return Summary(
         simulated_h=len(samples) * step_s / 3600.0,
         wall_min=wall_s / 60.0,
@@ -141,8 +155,8 @@ def summarize(
         decisions=learned + baseline,
         learned=learned,
         baseline=baseline,
-        replica_changes=sum(d.replicas != d.previous_replicas for d in applied),
-        limit_changes=sum(d.limits_changed for d in applied),
+        replica_changes=sum(r.decision.replicas != r.decision.previous_replicas for r in applied),
+        limit_changes=sum(r.limits_changed for r in applied),
     )
 
 
@@ -198,7 +212,11 @@ def plot(
     ax_rep.step(hours, [s.replicas for s in samples], where="post", color="tab:green", lw=1.5, label="replicas")
     ax_rep.step(hours, [s.ready_replicas for s in samples], where="post", color="tab:olive", lw=0.8, label="ready")
     for source, marker, color in (("learned", "^", "tab:purple"), ("baseline", "o", "tab:gray")):
-        pts = [(d.sim_s / 3600.0, d.replicas) for d in decisions if d.source == source and math.isfinite(d.sim_s)]
+        pts = [
+            (r.sim_s / 3600.0, r.decision.replicas)
+            for r in decisions
+            if r.decision.source == source and math.isfinite(r.sim_s)
+        ]
         if pts:
             ax_rep.scatter(
                 *zip(*pts, strict=True), marker=marker, s=14, color=color, label=f"{source} decision", zorder=3
