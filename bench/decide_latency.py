@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -19,7 +21,10 @@ from rlscale.policy.gate import GateConfig
 from rlscale.policy.mask import ScalingState, action_mask
 from rlscale.policy.model import PolicyModel
 from rlscale.policy.spec import encode_matrix
-from rlscale.training.random_model import random_mlp_onnx
+
+# The random-weight model is a test fixture (tests/random_model.py), not part of the package.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
+from random_model import random_mlp_onnx
 
 TARGET_P99_US = 200.0
 

@@ -15,8 +15,7 @@ import pytest
 from conftest import FakePrometheus, api_client, eventually, running_operator
 from kmock_ext import OperatorEmulator, deployment, policy
 from kubernetes import client as k8s
-
-from rlscale.training.random_model import random_mlp_onnx
+from random_model import random_mlp_onnx
 
 pytestmark = pytest.mark.asyncio
 

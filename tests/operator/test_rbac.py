@@ -8,10 +8,10 @@ import kmock
 import pytest
 from conftest import FakePrometheus, eventually, running_operator
 from kmock_ext import OperatorEmulator, deployment, policy
+from random_model import random_mlp_onnx
 from test_operator_kmock import _busy_metrics, _deploy, _events, _status
 
 from rlscale.operator.rbac import API_CALLS, allowed, cluster_role_rules
-from rlscale.training.random_model import random_mlp_onnx
 
 #: Calls only Kopf's scanning makes; the kmock tests run with scanning off (see conftest).
 SCANNING = {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces")}

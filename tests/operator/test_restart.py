@@ -11,12 +11,12 @@ import kmock
 import pytest
 from conftest import FakePrometheus, api_client
 from kmock_ext import OperatorEmulator, deployment, policy
+from random_model import random_mlp_onnx
 
 from rlscale.operator.handlers import Runtime
 from rlscale.operator.kube import KubeApi
 from rlscale.operator.reconcile import PolicyRef
 from rlscale.operator.settings import OperatorSettings
-from rlscale.training.random_model import random_mlp_onnx
 
 pytestmark = pytest.mark.asyncio
 

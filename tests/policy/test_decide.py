@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from random_model import random_mlp_onnx
 
 from rlscale.policy.actions import ACTION_BY_NAME, N_ACTIONS
 from rlscale.policy.decide import ControllerState, DecisionConfig, decide
@@ -13,7 +14,6 @@ from rlscale.policy.gate import GateConfig
 from rlscale.policy.limits import ScalingLimits
 from rlscale.policy.model import PolicyModel
 from rlscale.policy.reward import Objective, RewardWeights, reward
-from rlscale.training.random_model import random_mlp_onnx
 
 from .conftest import T0, LogitsModel, make_obs
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from random_model import random_mlp_onnx
 
 from rlscale.policy.actions import N_ACTIONS
 from rlscale.policy.model import (
@@ -18,7 +19,6 @@ from rlscale.policy.model import (
     model_metadata,
 )
 from rlscale.policy.spec import N_FEATURES
-from rlscale.training.random_model import random_mlp_onnx
 
 
 def test_loads_a_valid_model_and_returns_logits(tmp_path: Path):

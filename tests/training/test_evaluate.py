@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from random_model import random_mlp_onnx
 
 from rlscale.policy.baselines import BaselineConfig
 from rlscale.policy.model import PolicyModel
 from rlscale.training import evaluate as ev
 from rlscale.training.cli import evaluate_all_cmd, evaluate_cmd
 from rlscale.training.episodes import LOG_KEYS, EpisodeLog
-from rlscale.training.random_model import random_mlp_onnx
 from rlscale.training.sim_config import SimConfig
 from rlscale.training.workloads import Trace, generate
 

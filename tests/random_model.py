@@ -1,8 +1,11 @@
-"""Build small MLP policy models in ONNX directly, without torch.
+"""Build small MLP policy models in ONNX directly, without torch: a fixture, not part of the package.
 
 Tests and benchmarks need real ONNX models with the right contract (and some with a
 wrong one) without training anything; this writes them with ``onnx.helper``. Trained
-models come from :mod:`rlscale.training` PPO export instead.
+models come from :mod:`rlscale.training.export` instead.
+
+Imported by name: ``tests/conftest.py`` puts this folder on ``sys.path`` for the tests, and
+``bench/decide_latency.py`` does the same for itself.
 """
 
 from __future__ import annotations
