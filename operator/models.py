@@ -16,15 +16,17 @@ evaluates both on the same inputs and proves they agree.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from dataclasses import fields as dataclass_fields
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 
 from rlscale.operator.naming import crd_alias
 from rlscale.policy.baselines import BaselineConfig, HpaConfig, HpaScalingPolicy
 from rlscale.policy.decide import DecisionConfig
 from rlscale.policy.gate import GateConfig
 from rlscale.policy.limits import ScalingLimits
+from rlscale.policy.observation import FieldSource, Observation
 from rlscale.policy.reward import Objective, RewardWeights
 
 API_GROUP = "rlscale.io"
@@ -471,23 +473,31 @@ class RolloutStatus(StatusModel):
     last_verdict: str = ""
 
 
-class ObservedStatus(StatusModel):
+def _observed_fields() -> dict[str, Any]:
+    """``status.observed``'s fields: one per observed field of policy's :class:`Observation`."""
+    out: dict[str, Any] = {"time": (str, Field(description="When the operator observed (RFC 3339)."))}
+    for f in dataclass_fields(Observation):
+        src: FieldSource = f.metadata["source"]
+        if f.name == "timestamp":
+            continue  # the status says ``time``, in RFC 3339
+        about = f"{src.doc[:1].upper()}{src.doc[1:]} ({src.unit})."
+        if src.kind == "deployment":
+            out[f.name] = (int, Field(description=about))
+        else:
+            out[f.name] = (float | None, Field(None, description=about))
+    return out
+
+
+if TYPE_CHECKING:
+    _ObservedFields = StatusModel
+else:
+    # Derived, not declared: a field added to the observation appears here (and in the CRD).
+    _ObservedFields = create_model("_ObservedFields", __base__=StatusModel, **_observed_fields())
+
+
+class ObservedStatus(_ObservedFields):
     """What the operator saw at the last decision (``None`` = unknown)."""
 
-    time: str
-    replicas: int
-    ready_replicas: int
-    cpu_limit_m: int
-    memory_limit_mib: int
-    cpu_utilization: float | None = None
-    memory_utilization: float | None = None
-    request_rate: float | None = None
-    request_rate_prev: float | None = None
-    latency_p50_ms: float | None = None
-    latency_p99_ms: float | None = None
-    latency_p99_prev_ms: float | None = None
-    error_rate: float | None = None
-    queue_per_replica: float | None = None
     unknown: list[str] = Field(default_factory=list, description="Signals that were missing, stale or invalid.")
 
 

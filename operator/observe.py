@@ -12,14 +12,14 @@ Pure functions, tested without a cluster. Two rules run through them:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from kubernetes.utils import parse_quantity
 
-from rlscale.policy.decide import Observation
+from rlscale.policy.observation import FIELD_SOURCES, METRIC_FIELDS, Observation, measured_source
 
 _MIB = Decimal(1024 * 1024)
 
@@ -126,62 +126,49 @@ def _finite(v: float | None) -> float | None:
     return v if v is not None and math.isfinite(v) and v >= 0 else None
 
 
-def _div(num: float | None, den: float) -> float | None:
-    return None if num is None or den <= 0 else num / den
-
-
-def _times(v: float | None, factor: float) -> float | None:
-    return None if v is None else v * factor
+#: The Deployment-sourced fields of an observation, read from the Deployment (and the clock).
+_FROM_DEPLOYMENT: dict[str, Callable[[float, DeploymentView], float]] = {
+    "timestamp": lambda now, view: now,
+    "replicas": lambda now, view: view.replicas,
+    "ready_replicas": lambda now, view: view.ready_replicas,
+    "cpu_limit_m": lambda now, view: view.primary.cpu_limit_m,
+    "memory_limit_mib": lambda now, view: view.primary.memory_limit_mib,
+}
+_undeclared = {n for n, s in FIELD_SOURCES.items() if s.kind == "deployment"} ^ set(_FROM_DEPLOYMENT)
+if _undeclared:
+    raise ImportError(f"observe: the Deployment fields of the observation and _FROM_DEPLOYMENT differ: {_undeclared}")
 
 
 def build_observation(
-    now: float,
-    view: DeploymentView,
-    current: Mapping[str, float | None],
-    previous: Mapping[str, float | None],
+    now: float, view: DeploymentView, readings: Mapping[float, Mapping[str, float | None]]
 ) -> tuple[Observation, list[str]]:
     """The observation ``decide`` takes, and the names of the fields that are unknown.
 
-    ``current`` and ``previous`` map signal keys (see :data:`rlscale.operator.queries.SIGNALS`)
-    to values at ``now`` and ``TREND_WINDOW_S`` earlier.
+    ``readings`` maps seconds before ``now`` (the keys of
+    :data:`rlscale.policy.observation.SIGNAL_READS`) to signal values read then (keys of
+    :data:`rlscale.operator.queries.SIGNALS`). Each metric field is the signal its
+    declaration names, converted to the field's unit; anything missing, negative, not
+    finite or above the field's bound stays ``None``.
     """
-    g = {k: _finite(v) for k, v in current.items()}
-    p = {k: _finite(v) for k, v in previous.items()}
-    pod_cpu_m = sum(c.cpu_limit_m for c in view.containers)
-    pod_mem_mib = sum(c.memory_limit_mib for c in view.containers)
-    error_rate = g.get("error_rate")
-    if error_rate is not None and error_rate > 1.0:
-        error_rate = None  # a fraction above 1 is a broken query, not a fact
-    in_flight = g.get("in_flight")
-    obs = Observation(
-        timestamp=now,
-        replicas=view.replicas,
-        ready_replicas=view.ready_replicas,
-        cpu_limit_m=view.primary.cpu_limit_m,
-        memory_limit_mib=view.primary.memory_limit_mib,
-        cpu_utilization=_div(_times(g.get("cpu_usage"), 1000.0), pod_cpu_m),
-        memory_utilization=_div(_times(g.get("memory_working_set"), 1.0 / (1024 * 1024)), pod_mem_mib),
-        request_rate=g.get("request_rate"),
-        request_rate_prev=p.get("request_rate"),
-        latency_p50_ms=_times(g.get("latency_p50"), 1000.0),
-        latency_p99_ms=_times(g.get("latency_p99"), 1000.0),
-        latency_p99_prev_ms=_times(p.get("latency_p99"), 1000.0),
-        error_rate=error_rate,
-        queue_per_replica=None if in_flight is None else in_flight / max(view.ready_replicas, 1),
-    )
-    unknown = [
-        name
-        for name in (
-            "cpu_utilization",
-            "memory_utilization",
-            "request_rate",
-            "request_rate_prev",
-            "latency_p50_ms",
-            "latency_p99_ms",
-            "latency_p99_prev_ms",
-            "error_rate",
-            "queue_per_replica",
-        )
-        if getattr(obs, name) is None
-    ]
-    return obs, unknown
+    per = {
+        "pod_cpu_limit_m": float(sum(c.cpu_limit_m for c in view.containers)),
+        "pod_memory_limit_mib": float(sum(c.memory_limit_mib for c in view.containers)),
+        "ready_replicas": float(max(view.ready_replicas, 1)),
+    }
+    values: dict[str, Any] = {name: get(now, view) for name, get in _FROM_DEPLOYMENT.items()}
+    unknown: list[str] = []
+    for name in METRIC_FIELDS:
+        base, offset = measured_source(name)
+        src = FIELD_SOURCES[base]
+        assert src.signal is not None
+        v = _finite(readings.get(offset, {}).get(src.signal))
+        if v is not None:
+            v = v * src.scale
+            if src.per is not None:
+                v = v / per[src.per] if per[src.per] > 0 else None
+        if v is not None and src.upper is not None and v > src.upper:
+            v = None  # e.g. an error fraction above 1 is a broken query, not a fact
+        values[name] = v
+        if v is None:
+            unknown.append(name)
+    return Observation(**values), unknown

@@ -99,8 +99,6 @@ SIGNALS: tuple[Signal, ...] = (
     ),
 )
 SIGNAL_BY_KEY: dict[str, Signal] = {s.key: s for s in SIGNALS}
-#: Signals also read TREND_WINDOW_S earlier, for the trend features.
-TREND_SIGNALS: tuple[str, ...] = ("request_rate", "latency_p99")
 
 
 class QueryError(ValueError):

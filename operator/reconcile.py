@@ -49,11 +49,11 @@ from rlscale.operator.models import (
 from rlscale.operator.modelstore import LoadedModel, ModelStore
 from rlscale.operator.observe import TargetError, build_observation, deployment_view
 from rlscale.operator.prometheus import Endpoint, PrometheusReader, SignalValues
-from rlscale.operator.queries import TREND_SIGNALS, QueryError, RenderedQuery, Target, build_queries
+from rlscale.operator.queries import QueryError, RenderedQuery, Target, build_queries
 from rlscale.operator.settings import OperatorSettings
 from rlscale.policy.decide import ControllerState, Decision, DecisionConfig, Observation, decide
 from rlscale.policy.model import SPEC_HASH
-from rlscale.policy.spec import TREND_WINDOW_S
+from rlscale.policy.observation import SIGNAL_READS
 
 #: Posts a Kubernetes Event: (type "Normal"/"Warning", reason, message).
 EventSink = Callable[[str, str, str], None]
@@ -216,15 +216,18 @@ class Reconciler:
         except TargetError as exc:
             return await self._refuse(ref, previous, now, event, exc.reason, str(exc), interval_s=spec.interval_s)
 
-        # 5. Metrics (now, and TREND_WINDOW_S ago) and the model, concurrently.
-        current, prev_values, loaded = await asyncio.gather(
-            self._read_metrics(ref, spec, endpoint_url, queries, now),
-            self._read_metrics(
-                ref, spec, endpoint_url, tuple(q for q in queries if q.key in TREND_SIGNALS), now - TREND_WINDOW_S
+        # 5. Metrics (now, and as long ago as the lagged fields ask) and the model, concurrently.
+        offsets = tuple(SIGNAL_READS)
+        *reads, loaded = await asyncio.gather(
+            *(
+                self._read_metrics(ref, spec, endpoint_url, tuple(q for q in queries if q.key in keys), now - offset)
+                for offset, keys in SIGNAL_READS.items()
             ),
             self._model(ref, spec),
         )
-        obs, unknown = build_observation(now, view, current.values, prev_values.values)
+        readings: dict[float, SignalValues] = dict(zip(offsets, reads, strict=True))
+        current = readings[0.0]
+        obs, unknown = build_observation(now, view, {offset: r.values for offset, r in readings.items()})
 
         # 6. Decide, from the state stored in status.
         state = self._state(previous, config)

@@ -24,7 +24,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from rlscale.policy.actions import ACTION_NAMES, N_ACTIONS, NOOP
 from rlscale.policy.baselines import (
@@ -36,10 +36,11 @@ from rlscale.policy.baselines import (
 )
 from rlscale.policy.gate import GateConfig, GateState, Source, choose, record_outcome
 from rlscale.policy.limits import ScalingLimits
-from rlscale.policy.mask import RULE_LABELS, ScalingState, action_proposals, evaluate
+from rlscale.policy.mask import RULE_LABELS, ScalingState, action_proposals, check
 from rlscale.policy.model import PolicyModel, masked_argmax
 from rlscale.policy.reward import Objective, reward, slo_violated
-from rlscale.policy.spec import RAW_COLUMNS, encode_matrix
+from rlscale.policy.observation import Observation
+from rlscale.policy.spec import encode_matrix
 
 
 class DecisionConfig(BaseModel):
@@ -51,54 +52,6 @@ class DecisionConfig(BaseModel):
     objective: Objective = Field(default_factory=Objective)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
-
-    @model_validator(mode="after")
-    def _baseline_within_limits(self) -> DecisionConfig:
-        return self
-
-
-@dataclass(frozen=True, slots=True)
-class Observation:
-    """What is known about a workload at one moment. ``None`` marks an unknown metric."""
-
-    timestamp: float
-    replicas: int
-    ready_replicas: int
-    cpu_limit_m: int
-    memory_limit_mib: int
-    cpu_utilization: float | None = None
-    memory_utilization: float | None = None
-    request_rate: float | None = None
-    request_rate_prev: float | None = None
-    latency_p50_ms: float | None = None
-    latency_p99_ms: float | None = None
-    latency_p99_prev_ms: float | None = None
-    error_rate: float | None = None
-    queue_per_replica: float | None = None
-
-    @property
-    def metrics_ok(self) -> bool:
-        """All core metrics known (see :data:`rlscale.policy.spec.CORE_METRICS`)."""
-        return all(
-            v is not None and math.isfinite(v) for v in (self.cpu_utilization, self.request_rate, self.latency_p99_ms)
-        )
-
-    def raw(self, config: DecisionConfig) -> np.ndarray:
-        """The raw matrix :func:`rlscale.policy.spec.encode_matrix` takes, shape ``(len(RAW_COLUMNS), 1)``."""
-        lim = config.limits
-        values = (
-            self.timestamp, self.replicas, self.ready_replicas, self.cpu_limit_m, self.memory_limit_mib,
-            self.cpu_utilization, self.memory_utilization, self.request_rate, self.request_rate_prev,
-            self.latency_p50_ms, self.latency_p99_ms, self.latency_p99_prev_ms, self.error_rate,
-            self.queue_per_replica, config.objective.latency_slo_ms, lim.max_replicas, lim.cpu_limit_max_m,
-            lim.memory_limit_max_mib,
-        )  # fmt: skip
-        return np.array([[np.nan if v is None else v] for v in values], dtype=np.float64)
-
-    def columns(self, config: DecisionConfig) -> dict[str, np.ndarray]:
-        """The same values as named columns, for :func:`rlscale.policy.spec.encode`."""
-        raw = self.raw(config)
-        return {name: raw[i] for i, name in enumerate(RAW_COLUMNS)}
 
 
 @dataclass
@@ -305,7 +258,7 @@ def decide(
     )
     baseline_replicas, baseline_why = _baseline(config, state, obs)
     pr, pc, pm = action_proposals(config.limits, scaling)
-    checked = evaluate(
+    checked = check(
         config.limits,
         scaling,
         np.concatenate((pr, [[baseline_replicas]]), axis=1),

@@ -21,7 +21,7 @@ the one reported):
 5. ``memory_working_set`` — a memory limit may not drop below working set × headroom.
 
 The no-op is always allowed. :func:`rlscale.policy.decide.decide` checks the baseline's
-target through the same :func:`evaluate` as the table's actions, and clamps the final
+target through the same :func:`check` as the table's actions, and clamps the final
 decision into the bounds once more, whichever policy produced it (defence in depth).
 """
 
@@ -140,7 +140,7 @@ class MaskResult:
         return np.where(self.allowed, self.targets[2], self._current[2])
 
 
-def evaluate(
+def check(
     limits: ScalingLimits,
     state: ScalingState,
     proposed_replicas: IntArray,
@@ -271,4 +271,4 @@ def _single_proposals(
 
 def action_mask(limits: ScalingLimits, state: ScalingState) -> MaskResult:
     """Evaluate every action of the table, shape ``(n, N_ACTIONS)``. Column 0 is the no-op."""
-    return evaluate(limits, state, *action_proposals(limits, state))
+    return check(limits, state, *action_proposals(limits, state))

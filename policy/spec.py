@@ -28,35 +28,17 @@ import numpy as np
 import numpy.typing as npt
 
 from rlscale.policy.actions import action_table
+from rlscale.policy.observation import CONFIG_COLUMNS, OBSERVED_FIELDS, TREND_WINDOW_S
 
 SPEC_VERSION = 1
-#: Trends compare the current value with the value this many seconds earlier.
-TREND_WINDOW_S = 300
 
 Array = npt.NDArray[np.float64]
 Columns = Mapping[str, Array]
 
-#: Raw input columns, in matrix-row order; NaN marks an unknown value.
-RAW_COLUMNS: tuple[str, ...] = (
-    "timestamp",  # unix seconds, UTC
-    "replicas",  # desired replicas currently set on the Deployment
-    "ready_replicas",
-    "cpu_limit_m",  # per-container CPU limit, millicores
-    "memory_limit_mib",
-    "cpu_utilization",  # mean CPU usage / CPU limit over ready pods
-    "memory_utilization",  # working set / memory limit of the most-loaded pod (what the OOM killer sees)
-    "request_rate",  # requests per second, whole Deployment
-    "request_rate_prev",  # the same, TREND_WINDOW_S earlier
-    "latency_p50_ms",
-    "latency_p99_ms",
-    "latency_p99_prev_ms",  # TREND_WINDOW_S earlier
-    "error_rate",  # failed or dropped / offered
-    "queue_per_replica",  # in-flight or queued requests per ready replica
-    "slo_ms",  # the latency objective (p99)
-    "max_replicas",
-    "cpu_limit_max_m",
-    "memory_limit_max_mib",
-)
+#: Raw input columns, in matrix-row order; NaN marks an unknown value. The observed fields
+#: are declared (with units and sources) in :mod:`rlscale.policy.observation`; the rest
+#: come from the policy's configuration.
+RAW_COLUMNS: tuple[str, ...] = (*OBSERVED_FIELDS, *CONFIG_COLUMNS)
 _ROW = {name: i for i, name in enumerate(RAW_COLUMNS)}
 
 #: Columns that must be known for a policy to scale down or shrink limits.

@@ -8,7 +8,7 @@ pipeline — and takes everything a policy sees or is judged by from :mod:`rlsca
 * observations are built as raw columns and encoded by the spec
   (:func:`rlscale.policy.spec.encode_matrix`, the function :func:`~rlscale.policy.spec.encode` calls);
 * an action index becomes a target only through the safety mask's clamped outcome
-  (:func:`rlscale.policy.mask.action_mask` / :func:`rlscale.policy.mask.evaluate`);
+  (:func:`rlscale.policy.mask.action_mask` / :func:`rlscale.policy.mask.check`);
 * the reward is :func:`rlscale.policy.reward.reward` of the interval's true outcome.
 
 So a policy trained here meets in the cluster exactly the encoding, limits and objective
@@ -35,10 +35,10 @@ import numpy as np
 import numpy.typing as npt
 
 from rlscale.policy.actions import N_ACTIONS, propose_replicas
-from rlscale.policy.decide import Observation
-from rlscale.policy.mask import MaskResult, ScalingState, action_mask, action_proposals, evaluate
+from rlscale.policy.observation import FIELD_SOURCES, MEASURED_FIELDS, METRIC_FIELDS, Observation, measured_source
+from rlscale.policy.mask import MaskResult, ScalingState, action_mask, action_proposals, check
 from rlscale.policy.reward import reward, slo_violated
-from rlscale.policy.spec import CORE_METRICS, N_FEATURES, RAW_COLUMNS, TREND_WINDOW_S, encode_matrix
+from rlscale.policy.spec import CORE_METRICS, N_FEATURES, RAW_COLUMNS, encode_matrix
 from rlscale.training.sim_config import SimConfig
 from rlscale.training.workloads import TRACE_STEP_S, Trace
 
@@ -47,11 +47,10 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 LoadLike = Trace | npt.ArrayLike
 
-# Metrics the Prometheus pipeline reports, in the history ring's order.
-_M_RATE, _M_CPU, _M_MEM, _M_P50, _M_P99, _M_ERR, _M_QUEUE = range(7)
-_N_METRICS = 7
-#: Raw columns filled from the metrics pipeline, in the history ring's order, then the trend references.
-_OBSERVED_NOW: tuple[str, ...] = (
+# The metrics pipeline's history ring holds one row per measured observation field
+# (rlscale.policy.observation.MEASURED_FIELDS), in this order: the order is part of the
+# noise stream (one draw per metric per interval), so new metrics are appended.
+_RING: tuple[str, ...] = (
     "request_rate",
     "cpu_utilization",
     "memory_utilization",
@@ -60,7 +59,13 @@ _OBSERVED_NOW: tuple[str, ...] = (
     "error_rate",
     "queue_per_replica",
 )
-_OBSERVED_PREV: tuple[str, ...] = ("request_rate_prev", "latency_p99_prev_ms")
+_M_RATE, _M_CPU, _M_MEM, _M_P50, _M_P99, _M_ERR, _M_QUEUE = range(7)
+_N_METRICS = len(_RING)
+if set(_RING) != set(MEASURED_FIELDS):
+    raise ImportError(
+        "the simulator's metrics pipeline must provide exactly the measured observation fields: "
+        f"missing {sorted(set(MEASURED_FIELDS) - set(_RING))}, unknown {sorted(set(_RING) - set(MEASURED_FIELDS))}"
+    )
 _LN2 = math.log(2.0)
 _LN100 = math.log(100.0)
 _OOM_LOGIT = 1.702  # logistic approximation of the normal CDF
@@ -185,8 +190,13 @@ class VectorSim:
         # An OOM-killed container restarts after the kubelet's back-off, then starts up again.
         self._oom_delay = max(math.ceil((config.startup_delay_s + config.oom_backoff_s) / config.dt_s - 1e-9), 1)
         self._ring = max(self._delay, self._oom_delay) + 1
-        self._trend_steps = max(1, math.ceil(TREND_WINDOW_S / config.step_s - 1e-9))
-        self._hist_len = config.scrape_delay_steps + self._trend_steps + 1
+        # Each metric field reads one ring row, ``lag`` intervals before the latest scrape
+        # (lagged fields such as the trend references: at least one interval back).
+        self._metric_sources = [
+            (_RING.index(src_name), max(1, math.ceil(offset / config.step_s - 1e-9)) if offset > 0 else 0)
+            for src_name, offset in map(measured_source, METRIC_FIELDS)
+        ]
+        self._hist_len = config.scrape_delay_steps + max(lag for _, lag in self._metric_sources) + 1
         self._max_cpu_m = float(lim.max_replicas * lim.cpu_limit_max_m)
         # Proposals come from policy's table: replica moves for every count the limits allow,
         # and each action's CPU/memory step read off a state at zero.
@@ -245,9 +255,7 @@ class VectorSim:
         self._cols["max_replicas"][:] = lim.max_replicas
         self._cols["cpu_limit_max_m"][:] = lim.cpu_limit_max_m
         self._cols["memory_limit_max_mib"][:] = lim.memory_limit_max_mib
-        self._metric_rows = np.array(
-            [RAW_COLUMNS.index(name) for name in _OBSERVED_NOW + _OBSERVED_PREV], dtype=np.intp
-        )
+        self._metric_rows = np.array([RAW_COLUMNS.index(name) for name in METRIC_FIELDS], dtype=np.intp)
         self._obs = np.zeros((n, N_FEATURES), dtype=np.float32)
         self._mask: MaskResult | None = None
         self._seed(seed)
@@ -359,27 +367,14 @@ class VectorSim:
     def observation(self, i: int = 0) -> Observation:
         """The current observation of env ``i`` as the decision function takes it (``None`` = unknown)."""
         c = self._cols
-
-        def opt(name: str) -> float | None:
+        values: dict[str, Any] = {}
+        for name, src in FIELD_SOURCES.items():
             v = float(c[name][i])
-            return None if math.isnan(v) else v
-
-        return Observation(
-            timestamp=float(c["timestamp"][i]),
-            replicas=int(self.replicas[i]),
-            ready_replicas=int(c["ready_replicas"][i]),
-            cpu_limit_m=int(self.cpu_limit_m[i]),
-            memory_limit_mib=int(self.memory_limit_mib[i]),
-            cpu_utilization=opt("cpu_utilization"),
-            memory_utilization=opt("memory_utilization"),
-            request_rate=opt("request_rate"),
-            request_rate_prev=opt("request_rate_prev"),
-            latency_p50_ms=opt("latency_p50_ms"),
-            latency_p99_ms=opt("latency_p99_ms"),
-            latency_p99_prev_ms=opt("latency_p99_prev_ms"),
-            error_rate=opt("error_rate"),
-            queue_per_replica=opt("queue_per_replica"),
-        )
+            if src.kind == "deployment":
+                values[name] = v if name == "timestamp" else int(v)
+            else:
+                values[name] = None if math.isnan(v) else v
+        return Observation(**values)
 
     # ------------------------------------------------------------------ internals
     def _seed(self, seed: int | None) -> None:
@@ -426,7 +421,7 @@ class VectorSim:
     def _outcome_of(self, a: IntArray) -> tuple[BoolArray, tuple[IntArray, IntArray, IntArray]]:
         """The mask's clamped outcome of one chosen action per env, without evaluating all 63.
 
-        Same rules (policy's :func:`~rlscale.policy.mask.evaluate`), one column instead of
+        Same rules (policy's :func:`~rlscale.policy.mask.check`), one column instead of
         the whole table: the step costs O(n), not O(n × N_ACTIONS), when nobody asked for
         the mask first.
         """
@@ -438,7 +433,7 @@ class VectorSim:
             pr = propose_replicas(r)[np.arange(self.n_envs), a]
         pc = self.cpu_limit_m + self._cpu_delta[a]
         pm = self.memory_limit_mib + self._mem_delta[a]
-        res = evaluate(lim, self.scaling_state(), pr[:, None], pc[:, None], pm[:, None])
+        res = check(lim, self.scaling_state(), pr[:, None], pc[:, None], pm[:, None])
         return res.allowed[:, 0], (res.replicas[:, 0], res.cpu_limit_m[:, 0], res.memory_limit_mib[:, 0])
 
     def _capacity(self, idx: IntArray | BoolArray | slice) -> None:
@@ -773,11 +768,10 @@ class VectorSim:
         c["ready_replicas"][sel] = self._serving[sel]
         c["cpu_limit_m"][sel] = self.cpu_limit_m[sel]
         c["memory_limit_mib"][sel] = self.memory_limit_mib[sel]
-        cur = self._seen[(self._g_step - 1 - cfg.scrape_delay_steps) % self._hist_len]
-        prev = self._seen[(self._g_step - 1 - cfg.scrape_delay_steps - self._trend_steps) % self._hist_len]
+        latest = self._g_step - 1 - cfg.scrape_delay_steps
         raw = self._raw
-        for row, source in zip(self._metric_rows, (*cur, prev[_M_RATE], prev[_M_P99]), strict=True):
-            raw[row, sel] = source[sel]
+        for row, (metric, lag) in zip(self._metric_rows, self._metric_sources, strict=True):
+            raw[row, sel] = self._seen[(latest - lag) % self._hist_len, metric, sel]
         if cfg.metrics_missing_prob > 0:
             # A failed Prometheus query: every metric of that env is unknown at this decision.
             gap = np.where(self._exo(_uniform, (), idx) < cfg.metrics_missing_prob, np.nan, 1.0)

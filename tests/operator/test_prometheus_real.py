@@ -147,7 +147,7 @@ def test_reader_computes_the_observation(stack: tuple[Workload, LocalPrometheus,
     assert values.get("in_flight") == pytest.approx(6.0)
 
     view = deployment_view(_deployment(), ["app"])
-    obs, unknown = build_observation(time.time(), view, values.values, {})
+    obs, unknown = build_observation(time.time(), view, {0.0: values.values})
     assert obs.cpu_utilization == pytest.approx(0.6, rel=0.05)  # 0.3 cores / 500m
     assert obs.memory_utilization == pytest.approx(0.25)  # 256Mi / 1Gi
     assert obs.latency_p99_ms == pytest.approx(1000 * _quantile(0.99), rel=0.05)
