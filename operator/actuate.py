@@ -9,26 +9,20 @@ The decision's limits are those of the first managed container; every other mana
 container moves by the same number of millicores / MiB, clamped to the same bounds. A
 request above its new limit is lowered to the limit (the API server refuses request >
 limit), and nothing else about requests changes.
+
+A target is the status model :class:`~rlscale.operator.models.ContainerTarget`: the same
+object is written to ``status.pending`` before the patch and read back from it to finish
+the change after a restart, so what is recorded and what is applied cannot drift apart.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
+from rlscale.operator.models import ContainerTarget
 from rlscale.operator.observe import DeploymentView
 from rlscale.policy.limits import ScalingLimits
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerTarget:
-    """New limits (and requests where they must drop) for one container."""
-
-    name: str
-    cpu_limit_m: int
-    memory_limit_mib: int
-    cpu_request_m: int | None = None
-    memory_request_mib: int | None = None
 
 
 def container_targets(
@@ -64,7 +58,7 @@ def container_targets(
     return tuple(out)
 
 
-def limits_patch(targets: tuple[ContainerTarget, ...]) -> dict[str, Any]:
+def limits_patch(targets: Sequence[ContainerTarget]) -> dict[str, Any]:
     """The strategic-merge patch that sets these limits and nothing else."""
     containers = []
     for t in targets:

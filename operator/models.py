@@ -438,7 +438,7 @@ class DecisionStatus(StatusModel):
     dry_run: bool = False
 
 
-class ContainerTargetStatus(StatusModel):
+class ContainerTarget(StatusModel):
     """New limits (and lowered requests) for one managed container."""
 
     name: str
@@ -457,7 +457,7 @@ class PendingAction(StatusModel):
     number: int = Field(description="The decision (ControllerState.decisions) this change belongs to.")
     created_at: float = Field(description="Unix time of the decision; too old a change is dropped, not applied.")
     replicas: int | None = None
-    containers: list[ContainerTargetStatus] = Field(default_factory=list, max_length=16)
+    containers: list[ContainerTarget] = Field(default_factory=list, max_length=16)
 
 
 class RolloutStatus(StatusModel):

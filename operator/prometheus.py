@@ -1,4 +1,10 @@
-"""Reading a policy's signals from Prometheus: one combined query per evaluation time.
+"""Reaching a policy's Prometheus and reading its signals: one combined query per evaluation time.
+
+Which Prometheus a policy may use and with which credentials is resolved here too
+(:func:`endpoint_url`, :func:`resolve_endpoint`): the URL from the spec or the operator's
+default, checked against the admin's allowlist, and the bearer token, basic-auth pair and
+CA bundle read from Secrets in the policy's own namespace. A credential that cannot be read
+is a :class:`SecretError` naming the spec field, so the policy's condition says what to fix.
 
 ``prometheus-api-client`` is synchronous (requests), so every query runs in a thread
 executor and the event loop keeps serving the other policies. Each request has an explicit
@@ -15,11 +21,12 @@ scale-down".
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import math
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +36,15 @@ import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
+from rlscale.operator.models import PrometheusAuthSpec
 from rlscale.operator.queries import SIGNAL_LABEL, RenderedQuery, combined_query
+
+#: Reads a Secret as JSON: (namespace, name) → the object, or ``None`` when there is none.
+GetSecret = Callable[[str, str], Awaitable[dict[str, Any] | None]]
+
+
+class SecretError(ValueError):
+    """A credential the spec names cannot be read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +66,65 @@ class Endpoint:
             str(self.insecure_skip_verify),
         ]
         return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+def endpoint_url(url: str | None, default: str | None, allowlist: Sequence[str]) -> str:
+    """The policy's Prometheus URL (``url``, else the operator's ``default``); ``ValueError`` if unset or not allowed.
+
+    The allowlist is the cluster admin's: without it a policy author could point the
+    operator, and the credentials it reads for them, at any URL the operator can reach.
+    """
+    url = url or default
+    if not url:
+        raise ValueError("spec.prometheus.url: not set, and the operator was started without --prometheus-url")
+    if allowlist and not any(url.startswith(prefix) for prefix in allowlist):
+        raise ValueError(
+            f"spec.prometheus.url: {url} is not allowed by the operator's Prometheus URL allowlist "
+            f"({', '.join(allowlist)})"
+        )
+    return url
+
+
+async def resolve_endpoint(namespace: str, url: str, auth: PrometheusAuthSpec, get_secret: GetSecret) -> Endpoint:
+    """The :class:`Endpoint` for ``url`` with the credentials ``auth`` names, read from Secrets in ``namespace``.
+
+    Raises :class:`SecretError` for a Secret or key that is missing or not text; errors of
+    ``get_secret`` itself (the API) pass through.
+    """
+    token = basic = ca = None
+    if auth.bearer_token_secret_ref is not None:
+        ref = auth.bearer_token_secret_ref
+        token = await _secret_value(get_secret, namespace, ref.name, ref.key, "bearerTokenSecretRef")
+    if auth.basic_auth is not None:
+        b = auth.basic_auth
+        basic = (
+            await _secret_value(get_secret, namespace, b.secret_name, b.username_key, "basicAuth"),
+            await _secret_value(get_secret, namespace, b.secret_name, b.password_key, "basicAuth"),
+        )
+    if auth.ca_secret_ref is not None:
+        ref = auth.ca_secret_ref
+        ca = await _secret_value(get_secret, namespace, ref.name, ref.key, "caSecretRef")
+    return Endpoint(
+        url=url,
+        bearer_token=token.strip() if token else None,
+        basic_auth=basic,
+        ca_pem=ca,
+        insecure_skip_verify=auth.insecure_skip_verify,
+    )
+
+
+async def _secret_value(get_secret: GetSecret, namespace: str, name: str, key: str, field_name: str) -> str:
+    secret = await get_secret(namespace, name)
+    where = f"spec.prometheus.auth.{field_name}"
+    if secret is None:
+        raise SecretError(f"{where}: Secret {namespace}/{name} not found")
+    raw = (secret.get("data") or {}).get(key)
+    if raw is None:
+        raise SecretError(f"{where}: Secret {namespace}/{name} has no key {key!r}")
+    try:
+        return base64.b64decode(raw).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SecretError(f"{where}: Secret {namespace}/{name} key {key!r} is not UTF-8 text") from exc
 
 
 @dataclass(frozen=True, slots=True)
