@@ -170,8 +170,8 @@ def _sim_config(path: Path | None) -> SimConfig:
     "--policy",
     "policies",
     multiple=True,
-    type=click.Choice(["learned", "hpa", "static", "heuristic"]),
-    help="Repeatable; default: all four.",
+    type=click.Choice(["learned", "tuned", "hpa", "static", "heuristic"]),
+    help="Repeatable; default: learned, hpa, static, heuristic (tuned = learned until fine-tuning exists).",
 )
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: shipped model.")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
@@ -185,7 +185,18 @@ def _sim_config(path: Path | None) -> SimConfig:
 )
 @click.option("--sim-config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG.")
+@click.option(
+    "--frontier",
+    is_flag=True,
+    help="Also replay the HPA grid and the static grid on the window, compute the clairvoyant oracle, and "
+    "report each policy's cost at matched SLO (cost_ratio, gap_closed).",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a PNG (with --frontier: replica-hours against SLO-violation minutes).",
+)
 def evaluate_cmd(
     trace_path: Path,
     policies: tuple[str, ...],
@@ -195,11 +206,12 @@ def evaluate_cmd(
     tune_by: str,
     sim_config: Path | None,
     as_json: bool,
+    frontier: bool,
     plot: Path | None,
 ) -> None:
     """Compare policies on one window of a trace (baselines tuned on its training window)."""
-    from rlscale.training.evaluate import POLICY_NAMES, evaluate
-    from rlscale.training.report import format_table
+    from rlscale.training.evaluate import MODEL_POLICIES, POLICY_NAMES, evaluate
+    from rlscale.training.report import format_table, frontier_summary
     from rlscale.training.workloads import TraceFormatError, load_trace
 
     chosen = policies or POLICY_NAMES
@@ -207,7 +219,7 @@ def evaluate_cmd(
         trace = load_trace(trace_path)
     except TraceFormatError as exc:
         raise click.BadParameter(str(exc), param_hint="--trace") from exc
-    policy_model = _load_model(model) if "learned" in chosen else None
+    policy_model = _load_model(model) if any(p in MODEL_POLICIES for p in chosen) else None
     result = evaluate(
         trace,
         sim=_sim_config(sim_config),
@@ -216,13 +228,18 @@ def evaluate_cmd(
         window=window,
         seeds=range(seeds),
         criterion=tune_by,  # type: ignore[arg-type]
+        frontier=frontier,
     )
+    report = result.report()
     if plot is not None:
-        from rlscale.training.plots import plot_evaluation
+        from rlscale.training.plots import plot_evaluation, plot_frontier
 
-        plot_evaluation(result, plot)
+        if frontier:
+            plot_frontier(report, plot)
+        else:
+            plot_evaluation(result, plot)
     if as_json:
-        click.echo(json.dumps(result.report(), sort_keys=False))
+        click.echo(json.dumps(report, sort_keys=False))
         return
     click.echo(f"{trace.name} [{window}], {seeds} seed(s); baselines tuned on the training window by {tune_by}")
     click.echo(format_table(result))
@@ -230,6 +247,8 @@ def evaluate_cmd(
         if run.tuned is not None:
             knob = {k: v for k, v in run.tuned.summary().items() if k not in ("grid", "tuned_on", "criterion")}
             click.echo(f"  {name}: {knob}")
+    if frontier:
+        click.echo(frontier_summary(report))
     if plot is not None:
         click.echo(f"plot: {plot}")
 
@@ -255,6 +274,15 @@ def evaluate_cmd(
     help=f"Replace the text between {RESULTS_BEGIN} and {RESULTS_END} in this markdown file with the tables.",
 )
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--frontier", is_flag=True, help="Add the tuned policy, HPA frontiers, oracles and cost at matched SLO per trace."
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With --frontier: write one PNG with every trace's frontier.",
+)
 def evaluate_all_cmd(
     traces_dir: Path | None,
     models: tuple[Path, ...],
@@ -263,8 +291,10 @@ def evaluate_all_cmd(
     tune_by: str,
     update_doc: Path | None,
     as_json: bool,
+    frontier: bool,
+    plot: Path | None,
 ) -> None:
-    """Every trace in a folder: learned vs tuned baselines, and whether the learned policy meets the bar."""
+    """Every trace in a folder: the learned policy vs tuned baselines (with --frontier: cost at matched SLO)."""
     from rlscale.training.evaluate import evaluate_all
     from rlscale.training.report import render_markdown
     from rlscale.training.workloads import traces_dir as default_traces_dir
@@ -278,8 +308,15 @@ def evaluate_all_cmd(
         window=window,
         seeds=range(seeds),
         criterion=tune_by,  # type: ignore[arg-type]
+        frontier=frontier,
         progress=lambda msg: click.echo(msg, err=True),
     )
+    if plot is not None:
+        if not frontier:
+            raise click.BadParameter("--plot needs --frontier", param_hint="--plot")
+        from rlscale.training.plots import plot_frontiers
+
+        plot_frontiers(report["traces"], plot)
     text = render_markdown(report)
     if update_doc is not None:
         replace_between_markers(update_doc, text)

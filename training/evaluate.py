@@ -30,11 +30,22 @@ from rlscale.policy.decide import ControllerState, Decision, DecisionConfig, Obs
 from rlscale.policy.gate import GateConfig
 from rlscale.policy.model import PolicyModel
 from rlscale.training.episodes import EpisodeLog, run_episodes
+from rlscale.training.frontier import frontier_points, hpa_grid, matched_report
+from rlscale.training.oracle import oracle_report
 from rlscale.training.sim_config import SimConfig
 from rlscale.training.workloads import Trace
 
-PolicyName = Literal["learned", "hpa", "static", "heuristic"]
+PolicyName = Literal["learned", "tuned", "hpa", "static", "heuristic"]
+#: Every policy ``evaluate`` knows; the default set leaves out ``tuned``.
+ALL_POLICY_NAMES: tuple[PolicyName, ...] = ("learned", "tuned", "hpa", "static", "heuristic")
 POLICY_NAMES: tuple[PolicyName, ...] = ("learned", "hpa", "static", "heuristic")
+#: Policies that run a model (once per model given).
+MODEL_POLICIES: tuple[str, ...] = ("learned", "tuned")
+#: What ``tuned`` is until per-workload fine-tuning exists: said in its JSON, never hidden.
+TUNED_NOTE = (
+    "not fine-tuned: per-workload fine-tuning (rlscale train --init-from) is not built yet, "
+    "so 'tuned' runs the learned model unchanged"
+)
 TuneCriterion = Literal["reward", "slo"]
 
 #: The metrics reported per policy, in report order.
@@ -57,8 +68,6 @@ METRICS: tuple[str, ...] = (
 #: ``SimConfig.target_replicas_p95`` pods, so this grid spans 0.2× to 3× of that).
 HPA_TARGETS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
 HEURISTIC_FRACTIONS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
-#: HPA targets replayed on the reported window for the cost-matched comparison (:func:`hpa_at_cost`).
-HPA_FRONTIER_TARGETS: tuple[float, ...] = (0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7)
 STATIC_FACTORS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0)
 
 
@@ -240,17 +249,27 @@ class PolicyRun:
     logs: list[EpisodeLog]
     tuned: Tuned | None = None
     models: list[str] = field(default_factory=list)
+    matched: dict[str, Any] = field(default_factory=dict)  # cost at matched SLO (with --frontier)
 
     def report(self) -> dict[str, Any]:
         out: dict[str, Any] = aggregate(self.per_seed)
         out["runs"] = len(self.per_seed)
-        if self.name == "learned":
+        if self.name in MODEL_POLICIES:
             out["models"] = list(self.models)
         else:
             out["baseline"] = self.config.baseline.kind
+        if self.name == "tuned":
+            out["fine_tuned"] = False
+            out["tuned_equals_learned"] = True
+            out["note"] = TUNED_NOTE
         if self.tuned is not None:
             out["tuning"] = self.tuned.summary()
+        out.update(self.matched)
         return out
+
+    def seeded(self) -> list[tuple[int, dict[str, float]]]:
+        """(seed, metrics) of every run, for matching each run against the HPA grid under its seed."""
+        return [(int(log.seed or 0), m) for log, m in zip(self.logs, self.per_seed, strict=True)]
 
 
 @dataclass
@@ -259,15 +278,23 @@ class Evaluation:
     window: str
     seeds: list[int]
     runs: dict[str, PolicyRun]
+    #: With ``frontier``: the HPA grid (and the static grid) replayed on the reported window.
+    frontier: dict[str, list[dict[str, Any]]] | None = None
+    #: With ``frontier``: the clairvoyant oracle (:func:`rlscale.training.oracle.oracle_report`).
+    oracle: dict[str, Any] | None = None
 
     def report(self) -> dict[str, Any]:
-        """The ``--json`` document: one object, policies by name."""
-        return {
+        """The ``--json`` document: one object, policies by name (plus ``frontier`` and ``oracle``)."""
+        out: dict[str, Any] = {
             "trace": self.trace,
             "window": self.window,
             "seeds": len(self.seeds),
             "policies": {name: run.report() for name, run in self.runs.items()},
         }
+        if self.frontier is not None:
+            out["frontier"] = self.frontier
+            out["oracle"] = self.oracle
+        return out
 
 
 def evaluate(
@@ -281,28 +308,31 @@ def evaluate(
     tune_seeds: Sequence[int] = (0,),
     criterion: TuneCriterion = "reward",
     split: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    frontier: bool = False,
 ) -> Evaluation:
     """Run ``policies`` on ``window`` of ``trace`` over ``seeds``, baselines tuned on its training window.
 
     ``trace`` is the whole series; it is split chronologically here, the baselines see only
     ``split.train`` while being tuned, and the results are measured on ``window``. With
     several ``models`` (e.g. one per training seed) the learned policy's spread covers
-    models and seeds.
+    models and seeds. With ``frontier``, the HPA grid of :mod:`rlscale.training.frontier`
+    and the static grid are replayed on ``window`` under the same seeds, the clairvoyant
+    oracle is computed, and every policy gets its cost at matched SLO.
     """
     if not policies:
-        raise ValueError("policies: name at least one of " + ", ".join(POLICY_NAMES))
-    unknown = [p for p in policies if p not in POLICY_NAMES]
+        raise ValueError("policies: name at least one of " + ", ".join(ALL_POLICY_NAMES))
+    unknown = [p for p in policies if p not in ALL_POLICY_NAMES]
     if unknown:
-        raise ValueError(f"unknown policy {unknown[0]!r}; choose from {', '.join(POLICY_NAMES)}")
-    if "learned" in policies and not models:
+        raise ValueError(f"unknown policy {unknown[0]!r}; choose from {', '.join(ALL_POLICY_NAMES)}")
+    if any(p in MODEL_POLICIES for p in policies) and not models:
         raise ValueError("the learned policy needs a model (give --model or ship policy/models/default.onnx)")
     windows = trace.split(*split)
     reported = windows[window]
-    # (policy name, config, model): baselines once, the learned policy once per model.
+    # (policy name, config, model): baselines once, the model policies once per model.
     entries: list[tuple[str, DecisionConfig, PolicyModel | None]] = []
     tuned: dict[str, Tuned] = {}
     for name in dict.fromkeys(policies):
-        if name == "learned":
+        if name in MODEL_POLICIES:
             cfg = decision_config(sim, BaselineConfig(kind="hpa"), learned=True)
             entries += [(name, cfg, m) for m in models]
         else:
@@ -311,83 +341,52 @@ def evaluate(
     runs: dict[str, PolicyRun] = {}
     for run_name, cfg, _ in entries:
         runs.setdefault(run_name, PolicyRun(run_name, cfg, [], [], tuned.get(run_name)))
-    if "learned" in runs:
-        runs["learned"].models.extend(m.source for m in models)
+    for name in MODEL_POLICIES:
+        if name in runs:
+            runs[name].models.extend(m.source for m in models)
     for seed in seeds:
         fns = [decide_fn(cfg, model) for _, cfg, model in entries]
         for (run_name, _, _), log in zip(entries, run_episodes(sim, reported, fns, seed), strict=True):
             runs[run_name].per_seed.append(episode_metrics(log))
             runs[run_name].logs.append(log)
-    return Evaluation(trace.name, window, list(seeds), runs)
+    result = Evaluation(trace.name, window, list(seeds), runs)
+    if frontier:
+        _add_frontier(result, sim, reported)
+    return result
+
+
+def _add_frontier(evaluation: Evaluation, sim: SimConfig, reported: Trace) -> None:
+    """The HPA and static grids on the reported window, the oracle, and each policy's cost at matched SLO."""
+    seeds = evaluation.seeds
+    hpa_configs = hpa_grid()
+    static_configs = baseline_grid("static", sim)
+    hpa_by_seed: dict[int, list[dict[str, float]]] = {}
+    static_by_seed: dict[int, list[dict[str, float]]] = {}
+    for seed in seeds:
+        fns = [decide_fn(decision_config(sim, b)) for b in (*hpa_configs, *static_configs)]
+        metrics = [episode_metrics(log) for log in run_episodes(sim, reported, fns, seed)]
+        hpa_by_seed[seed] = metrics[: len(hpa_configs)]
+        static_by_seed[seed] = metrics[len(hpa_configs) :]
+    hpa_mean = [aggregate([hpa_by_seed[s][i] for s in seeds]) for i in range(len(hpa_configs))]
+    static_mean = [aggregate([static_by_seed[s][i] for s in seeds]) for i in range(len(static_configs))]
+    oracle = oracle_report(sim, reported, seeds)
+    evaluation.oracle = oracle
+    evaluation.frontier = {
+        "hpa": frontier_points(hpa_configs, hpa_mean),
+        "static": [
+            {
+                "static_replicas": b.static_replicas,
+                "slo_violation_minutes": m["slo_violation_minutes"],
+                "replica_hours": m["replica_hours"],
+            }
+            for b, m in zip(static_configs, static_mean, strict=True)
+        ],
+    }
+    for run in evaluation.runs.values():
+        run.matched = matched_report(run.seeded(), hpa_by_seed, hpa_mean, float(oracle["replica_hours"]))
 
 
 # --------------------------------------------------------------------------- all traces
-
-
-def bar_check(evaluation: Evaluation) -> dict[str, Any]:
-    """The project's bar on one trace: fewer SLO-violation minutes than the tuned HPA at no more replica-hours.
-
-    Compared on means over seeds (and models). CPU-hours are reported beside it, because a
-    policy that also moves CPU limits could trade pods for bigger pods.
-    """
-    learned = aggregate(evaluation.runs["learned"].per_seed)
-    hpa = aggregate(evaluation.runs["hpa"].per_seed)
-    fewer_violations = learned["slo_violation_minutes"] < hpa["slo_violation_minutes"]
-    no_more_replicas = learned["replica_hours"] <= hpa["replica_hours"]
-    return {
-        "met": bool(fewer_violations and no_more_replicas),
-        "fewer_slo_violation_minutes": bool(fewer_violations),
-        "no_more_replica_hours": bool(no_more_replicas),
-        "no_more_cpu_hours": bool(learned["cpu_hours"] <= hpa["cpu_hours"]),
-    }
-
-
-def hpa_avoidable(evaluation: Evaluation, sim: SimConfig, reported: Trace) -> dict[str, Any]:
-    """How many of the tuned HPA's SLO-violation minutes any policy could have avoided.
-
-    Replays the reported window, seed by seed, with a *max-capacity oracle*: a policy that
-    scales straight to ``max_replicas`` as fast as the step limits allow. In the simulator,
-    more ready pods never raise latency and no policy that keeps the limits has more pods than
-    the oracle, so an interval the oracle breaks is broken for every such policy. In a window's
-    first interval — where pods started by the first decision are not ready in time, and where
-    the unavoidable violations on the public traces are — it is broken for *every* policy,
-    since a limit change there only restarts pods. Where the HPA's violations are all of that
-    kind, "fewer SLO-violation minutes than the HPA" is unattainable.
-    """
-    mean = avoidable_minutes(sim, reported, evaluation.seeds, evaluation.runs["hpa"].logs)
-    return {"hpa_avoidable_slo_minutes": mean, "attainable": mean > 0}
-
-
-def avoidable_minutes(sim: SimConfig, reported: Trace, seeds: Sequence[int], logs: Sequence[EpisodeLog]) -> float:
-    """Mean over seeds of the SLO-violation minutes in ``logs`` (one per seed) that the max-capacity oracle avoids."""
-    oracle = decision_config(sim, BaselineConfig(kind="static", static_replicas=sim.limits.max_replicas))
-    step_min = sim.step_s / 60.0
-    avoidable: list[float] = []
-    for seed, log in zip(seeds, logs, strict=True):
-        (oracle_log,) = run_episodes(sim, reported, [decide_fn(oracle)], seed)
-        broken, oracle_broken = log.steps["slo_violated"], oracle_log.steps["slo_violated"]
-        avoidable.append(float((broken & ~oracle_broken).sum()) * step_min)
-    return float(np.mean(avoidable))
-
-
-def hpa_at_cost(evaluation: Evaluation, sim: SimConfig, reported: Trace) -> dict[str, Any]:
-    """The best any HPA target does on the reported window at no more replica-hours than the learned policy.
-
-    Not a tuning: each target of :data:`HPA_FRONTIER_TARGETS` is replayed on the reported
-    window itself, and the one with the fewest SLO-violation minutes among those that use no
-    more replica-hours than the learned policy is kept — a comparison *in the HPA's favour*
-    (it gets to pick its target with hindsight), which answers what the bar is after: is the
-    learned policy better than the HPA at the same cost? ``None`` where every target costs more.
-    """
-    learned_rh = aggregate(evaluation.runs["learned"].per_seed)["replica_hours"]
-    grid = [BaselineConfig(kind="hpa", hpa=HpaConfig(target_utilization=t)) for t in HPA_FRONTIER_TARGETS]
-    points = [
-        {"target_utilization": t, **{k: m[k] for k in ("slo_violation_minutes", "replica_hours")}}
-        for t, m in zip(HPA_FRONTIER_TARGETS, grid_metrics(sim, reported, grid, evaluation.seeds), strict=True)
-    ]
-    affordable = [p for p in points if p["replica_hours"] <= learned_rh]
-    best = min(affordable, key=lambda p: (p["slo_violation_minutes"], p["replica_hours"]), default=None)
-    return {"hpa_at_learned_cost": best, "hpa_frontier": points}
 
 
 def evaluate_all(
@@ -398,36 +397,42 @@ def evaluate_all(
     window: str = "test",
     seeds: Sequence[int] = (0, 1, 2),
     criterion: TuneCriterion = "reward",
+    frontier: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Every policy on ``window`` of every trace; the learned policy once per model."""
+    """Every policy on ``window`` of every trace; the model policies once per model.
+
+    With ``frontier``, ``tuned`` joins the policies and every trace gets its HPA frontier,
+    oracle and each policy's cost at matched SLO (:func:`evaluate`).
+    """
     from rlscale.training.workloads import load_trace
 
     if not trace_paths:
         raise ValueError("no trace files to evaluate")
+    policies: tuple[PolicyName, ...] = ALL_POLICY_NAMES if frontier else POLICY_NAMES
     traces = []
-    met = attainable = 0
     for path in trace_paths:
         trace = load_trace(path)
         if progress is not None:
             progress(f"evaluating {trace.name} [{window}] ...")
-        ev = evaluate(trace, sim=sim, models=models, window=window, seeds=seeds, criterion=criterion)
-        entry = ev.report()
-        reported = trace.split()[window]
-        entry["bar"] = {**bar_check(ev), **hpa_avoidable(ev, sim, reported)}
-        entry["cost_matched"] = hpa_at_cost(ev, sim, reported)
-        met += entry["bar"]["met"]
-        attainable += entry["bar"]["attainable"]
-        traces.append(entry)
+        ev = evaluate(
+            trace,
+            sim=sim,
+            policies=policies,
+            models=models,
+            window=window,
+            seeds=seeds,
+            criterion=criterion,
+            frontier=frontier,
+        )
+        traces.append(ev.report())
     return {
         "window": window,
         "seeds": len(seeds),
         "criterion": criterion,
+        "frontier": frontier,
         "models": [{"source": m.source, **_training_summary(m)} for m in models],
         "traces": traces,
-        "bar_met": met,
-        "bar_attainable": attainable,
-        "bar_traces": len(traces),
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -20,7 +21,13 @@ import numpy as np
 
 from rlscale.training.evaluate import Evaluation
 
-_COLOURS = {"learned": "tab:red", "hpa": "tab:blue", "static": "tab:grey", "heuristic": "tab:green"}
+_COLOURS = {
+    "learned": "tab:red",
+    "tuned": "tab:purple",
+    "hpa": "tab:blue",
+    "static": "tab:grey",
+    "heuristic": "tab:green",
+}
 
 
 def plot_evaluation(evaluation: Evaluation, out: Path) -> Path:
@@ -49,6 +56,86 @@ def plot_evaluation(evaluation: Evaluation, out: Path) -> Path:
     ax_lat.legend(loc="upper left", ncols=len(runs) + 1, fontsize="small")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_frontier(report: dict[str, Any], out: Path, ax: Any = None) -> Path:
+    """Replica-hours (x) against SLO-violation minutes (y): the HPA grid and its Pareto frontier,
+    the static grid, the clairvoyant oracle and every policy (mean ± std over runs); writes ``out``.
+    """
+    if "frontier" not in report:
+        raise ValueError("nothing to plot: the evaluation was run without --frontier")
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(8, 5.5), constrained_layout=True)
+    hpa = report["frontier"]["hpa"]
+    ax.scatter(
+        [p["replica_hours"] for p in hpa],
+        [p["slo_violation_minutes"] for p in hpa],
+        s=14,
+        color="tab:blue",
+        alpha=0.35,
+        label="HPA grid (target × stabilisation)",
+    )
+    front = sorted((p for p in hpa if p["pareto"]), key=lambda p: p["replica_hours"])
+    ax.step(
+        [p["replica_hours"] for p in front],
+        [p["slo_violation_minutes"] for p in front],
+        where="post",
+        color="tab:blue",
+        linewidth=1.2,
+        label="HPA Pareto frontier",
+    )
+    static = report["frontier"].get("static", [])
+    ax.scatter(
+        [p["replica_hours"] for p in static],
+        [p["slo_violation_minutes"] for p in static],
+        marker="s",
+        s=14,
+        color="tab:grey",
+        alpha=0.6,
+        label="static grid",
+    )
+    o = report["oracle"]
+    ax.scatter([o["replica_hours"]], [o["slo_violation_minutes"]], marker="*", s=160, color="gold", edgecolor="black",
+               label="clairvoyant oracle", zorder=5)  # fmt: skip
+    ax.axvline(o["replica_hours"], color="gold", linewidth=0.8, linestyle=":")
+    for name, run in report["policies"].items():
+        ax.errorbar(
+            run["replica_hours"],
+            run["slo_violation_minutes"],
+            xerr=run.get("replica_hours_std", 0.0),
+            yerr=run.get("slo_violation_minutes_std", 0.0),
+            fmt="o" if name in ("learned", "tuned") else "D",
+            color=_COLOURS.get(name),
+            markersize=7,
+            label=name + ("" if name in ("learned", "tuned") else " (tuned on training window)"),
+            zorder=6,
+        )
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_xlabel("replica-hours")
+    ax.set_ylabel("SLO-violation minutes")
+    ax.set_title(f"{report['trace']} [{report['window']}], {report['seeds']} seed(s)")
+    ax.legend(fontsize="x-small", loc="upper right")
+    if own:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+    return out
+
+
+def plot_frontiers(reports: list[dict[str, Any]], out: Path) -> Path:
+    """One frontier panel per trace (``evaluate-all --frontier``); writes ``out``."""
+    cols = 2
+    rows = (len(reports) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.6 * rows), constrained_layout=True, squeeze=False)
+    for ax, report in zip(axes.ravel(), reports, strict=False):
+        plot_frontier(report, out, ax=ax)
+    for ax in axes.ravel()[len(reports) :]:
+        ax.set_visible(False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
 

@@ -35,8 +35,8 @@ import numpy as np
 import numpy.typing as npt
 
 from rlscale.policy.actions import N_ACTIONS, propose_replicas
-from rlscale.policy.observation import FIELD_SOURCES, MEASURED_FIELDS, METRIC_FIELDS, Observation, measured_source
 from rlscale.policy.mask import MaskResult, ScalingState, action_mask, action_proposals, check
+from rlscale.policy.observation import FIELD_SOURCES, MEASURED_FIELDS, METRIC_FIELDS, Observation, measured_source
 from rlscale.policy.reward import reward, slo_violated
 from rlscale.policy.spec import CORE_METRICS, N_FEATURES, RAW_COLUMNS, encode_matrix
 from rlscale.training.sim_config import SimConfig
@@ -364,6 +364,54 @@ class VectorSim:
         info["action_allowed"] = np.ones(self.n_envs, dtype=bool)
         return obs, rew, term, trunc, info
 
+    def step_prestarted(
+        self, replicas: npt.ArrayLike, cpu_limit_m: npt.ArrayLike, memory_limit_mib: npt.ArrayLike
+    ) -> tuple[npt.NDArray[np.float32], FloatArray, BoolArray, BoolArray, dict[str, Any]]:
+        """Like :meth:`step_targets`, but as if the change had been made one start-up delay early.
+
+        New pods are ready when the interval begins and a limit change has already rolled
+        out: what a clairvoyant controller achieves by acting ahead of time. Only the
+        clairvoyant oracle (:mod:`rlscale.training.oracle`) uses it; its cost accounting bills
+        the early start.
+        """
+        self._check_ready()
+        shape = (self.n_envs,)
+        r = np.broadcast_to(np.asarray(replicas), shape).astype(np.int64)
+        c = np.broadcast_to(np.asarray(cpu_limit_m), shape).astype(np.int64)
+        m = np.broadcast_to(np.asarray(memory_limit_mib), shape).astype(np.int64)
+        obs, rew, term, trunc, info = self._advance(r, c, m, prestarted=True)
+        info["action"] = np.full(self.n_envs, -1, dtype=np.int64)
+        info["action_allowed"] = np.ones(self.n_envs, dtype=bool)
+        return obs, rew, term, trunc, info
+
+    #: Per-env state, by the axis that indexes envs: copied by :meth:`copy_env`.
+    _ENV_AXIS0: tuple[str, ...] = (
+        "_series_idx", "_row0", "_row_last", "_ep_len", "_t", "_start_s", "_scale", "_ep_return", "replicas",
+        "cpu_limit_m", "memory_limit_mib", "_ready", "_backlog", "_inflight", "_serving", "_rollout_left_s",
+        "_last_up", "_last_down", "_last_limit", "_mu_pod", "_s_ms", "_s_over_c", "_expo", "_obs",
+    )  # fmt: skip
+    _ENV_AXIS_LAST: tuple[str, ...] = ("_pending", "_seen", "_raw")
+
+    def copy_env(self, src: npt.ArrayLike) -> None:
+        """Make each env's state a copy of another's: env ``i`` takes env ``src[i]``'s (or all take ``src``).
+
+        Copies clocks, pods, queues and metric history. The random streams are not per-env
+        state: envs keep drawing from their own group's stream (``common_noise`` /
+        ``env_seeds``), so copying within a group continues exactly that group's run. The
+        clairvoyant oracle uses this to try every candidate allocation from one state, then
+        continue from the one it picks.
+        """
+        idx = np.broadcast_to(np.asarray(src, dtype=np.intp), (self.n_envs,))
+        if self._groups is not None and np.any(self._groups != self._groups[idx]):
+            raise ValueError("copy_env: an env can only take the state of an env of its own seed group")
+        for name in self._ENV_AXIS0:
+            arr = getattr(self, name)
+            arr[:] = arr[idx]
+        for name in self._ENV_AXIS_LAST:
+            arr = getattr(self, name)
+            arr[...] = arr[..., idx]
+        self._mask = None
+
     def observation(self, i: int = 0) -> Observation:
         """The current observation of env ``i`` as the decision function takes it (``None`` = unknown)."""
         c = self._cols
@@ -606,13 +654,17 @@ class VectorSim:
         return dr != 0, lim_changed
 
     def _advance(
-        self, r_new: IntArray, c_new: IntArray, m_new: IntArray
+        self, r_new: IntArray, c_new: IntArray, m_new: IntArray, *, prestarted: bool = False
     ) -> tuple[npt.NDArray[np.float32], FloatArray, BoolArray, BoolArray, dict[str, Any]]:
         cfg = self.config
         n, dt, sub_n = self.n_envs, cfg.dt_s, cfg.substeps
         decision_now = self.now
         old_replicas = self.replicas
         replicas_changed, limits_changed = self._apply_targets(r_new, c_new, m_new)
+        if prestarted:
+            self._ready = self.replicas.astype(np.float64)
+            self._pending[:] = 0.0
+            self._rollout_left_s[:] = 0.0
 
         # The load of every sub-step: trace rows (piecewise constant per minute) × noise.
         if self._rows_per_step:
