@@ -6,6 +6,10 @@ in the :class:`Tick`. Status documents are JSON dicts in the CRD's spelling, wit
 ``None`` fields, because they are sent as merge patches — which is also why a finished
 ``pending`` change is cleared with an explicit ``None``.
 
+Status objects are built by pydantic from the objects they describe — the policy's
+:class:`~rlscale.policy.decide.Decision`, the gate's state, the observation — by field name
+(:func:`_fields_of`), so a field added to both sides is reported without a line here.
+
 Events are worded for ``kubectl describe``; condition messages are cut to
 :data:`~rlscale.operator.conditions.MAX_MESSAGE` by :mod:`~rlscale.operator.conditions`.
 A refusal and a metrics or model outage post their Warning once, when the condition
@@ -14,12 +18,13 @@ changes, not on every tick.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from rlscale.operator import conditions as cond
 from rlscale.operator.models import (
@@ -254,66 +259,33 @@ def decision_status(
     applied: bool,
 ) -> dict[str, Any]:
     """The whole status after a decision, with ``state`` (the new ControllerState) and ``pending`` as given."""
-    gate = state.gate
+    now = cond.rfc3339(tick.now)
+    model_loaded = loaded.model is not None
     status = AutoscalePolicyStatus(
         observed_generation=tick.ref.generation,
         conditions=cond.merge(tick.previous.conditions, conditions),
         replicas=decision.replicas if applied or not decision.replicas_changed else decision.previous_replicas,
-        ratio=gate.ratio,
+        ratio=state.gate.ratio,
         last_action=decision.action,
-        last_decision=DecisionStatus(
-            number=state.decisions,
-            time=cond.rfc3339(tick.now),
-            source=decision.source,
-            action=decision.action,
-            learned_action=decision.learned_action,
-            baseline_replicas=decision.baseline_replicas,
-            previous_replicas=decision.previous_replicas,
-            replicas=decision.replicas,
-            previous_cpu_limit_m=decision.previous_cpu_limit_m,
-            cpu_limit_m=decision.cpu_limit_m,
-            previous_memory_limit_mib=decision.previous_memory_limit_mib,
-            memory_limit_mib=decision.memory_limit_mib,
-            enforced_by=decision.enforced_by,
-            explanation=decision.explanation[:MAX_EXPLANATION],
-            masked=_masked(decision),
-            reward=decision.reward,
-            slo_violated=decision.slo_violated,
-            applied=applied,
-            dry_run=tick.spec.dry_run,
+        last_decision=DecisionStatus.model_validate(
+            {
+                **_fields_of(decision, DecisionStatus),
+                "number": state.decisions,
+                "time": now,
+                "explanation": decision.explanation[:MAX_EXPLANATION],
+                "masked": _masked(decision),
+                "applied": applied,
+                "dry_run": tick.spec.dry_run,
+            }
         ),
-        observed=ObservedStatus(
-            time=cond.rfc3339(tick.now),
-            replicas=obs.replicas,
-            ready_replicas=obs.ready_replicas,
-            cpu_limit_m=obs.cpu_limit_m,
-            memory_limit_mib=obs.memory_limit_mib,
-            cpu_utilization=obs.cpu_utilization,
-            memory_utilization=obs.memory_utilization,
-            request_rate=obs.request_rate,
-            request_rate_prev=obs.request_rate_prev,
-            latency_p50_ms=obs.latency_p50_ms,
-            latency_p99_ms=obs.latency_p99_ms,
-            latency_p99_prev_ms=obs.latency_p99_prev_ms,
-            error_rate=obs.error_rate,
-            queue_per_replica=obs.queue_per_replica,
-            unknown=unknown,
-        ),
-        rollout=RolloutStatus(
-            mode=config.gate.mode,
-            ratio=gate.ratio,
-            windows=gate.windows,
-            promotions=gate.promotions,
-            demotions=gate.demotions,
-            last_learned_score=gate.last_learned_score,
-            last_baseline_score=gate.last_baseline_score,
-            last_verdict=gate.last_verdict,
-        ),
-        model=ModelStatus(
-            source=loaded.source,
-            loaded=loaded.model is not None,
-            spec_hash=SPEC_HASH if loaded.model is not None else None,
-            error=loaded.error,
+        observed=ObservedStatus.model_validate({"time": now, "unknown": unknown, **_fields_of(obs, ObservedStatus)}),
+        rollout=RolloutStatus.model_validate({**_fields_of(state.gate, RolloutStatus), "mode": config.gate.mode}),
+        model=ModelStatus.model_validate(
+            {
+                **_fields_of(loaded, ModelStatus),
+                "loaded": model_loaded,
+                "spec_hash": SPEC_HASH if model_loaded else None,
+            }
         ),
         pending=pending,
         controller_state=state.to_dict(),
@@ -360,6 +332,12 @@ def transition_events(tick: Tick[AutoscalePolicySpec], status: Mapping[str, Any]
 
 
 # --- helpers -------------------------------------------------------------------------------------------------------
+
+
+def _fields_of(obj: Any, model: type[BaseModel]) -> dict[str, Any]:
+    """The dataclass fields of ``obj`` that ``model`` declares too, by name: what pydantic's
+    ``from_attributes`` would read, for a model that also has fields ``obj`` lacks."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name in model.model_fields}
 
 
 def _masked(decision: Decision) -> list[MaskedSummary]:
