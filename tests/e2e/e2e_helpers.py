@@ -174,6 +174,34 @@ def events_of(api: client.ApiClient, namespace: str, name: str) -> list[client.C
     return [e for e in items if e.involved_object is not None and e.involved_object.name == name]
 
 
+def event_summary(events: list[client.CoreV1Event]) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of each Event: what an assertion message shows."""
+    return [(e.type, e.reason, e.message) for e in events]
+
+
+def wait_for_events(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    pred: Callable[[list[client.CoreV1Event]], Any],
+    *,
+    what: str,
+    timeout: float = 30.0,
+) -> Any:
+    """Poll the Events of ``name`` until ``pred(events)`` is truthy (returned); on timeout fail listing them.
+
+    The operator's Events are queued during a reconcile and posted by Kopf in the background,
+    so the status patch that reports the same thing (a condition, an applied decision) can be
+    visible before the Event exists. Read Events through this, never once right after a status.
+    """
+    return eventually(
+        lambda: pred(events_of(api, namespace, name)),
+        timeout=timeout,
+        what=what,
+        state=lambda: event_summary(events_of(api, namespace, name)),
+    )
+
+
 def cleanup_policies(api: client.ApiClient, namespace: str) -> None:
     """Delete the namespace's policies, dropping Kopf's finalizer first (their operator is gone)."""
     api_ = custom(api)

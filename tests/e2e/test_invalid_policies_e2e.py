@@ -42,6 +42,7 @@ from e2e_helpers import (
     get_policy,
     installed_chart,
     policy_manifest,
+    wait_for_events,
 )
 
 from rlscale.devstack.cluster import LocalCluster
@@ -339,8 +340,14 @@ def test_operator_refuses_what_only_it_can_judge_and_touches_nothing(
         assert field in ready["message"], (name, ready)
         policy = get_policy(admin_api, ns, name)
         assert "lastDecision" not in policy["status"] and "controllerState" not in policy["status"], name
-        warnings = [e for e in events_of(admin_api, ns, name) if e.type == "Warning"]
-        assert any(e.reason == reason for e in warnings), (name, [(e.reason, e.message) for e in warnings])
+        # The Warning Event is posted in the background, after (or around) the status patch: wait for it.
+        wait_for_events(
+            admin_api,
+            ns,
+            name,
+            lambda events, r=reason: [e for e in events if e.type == "Warning" and e.reason == r],
+            what=f"{name}: a Warning Event {reason}",
+        )
 
     after = {t: deployment_state(admin_api, ns, t) for t in targets}
     for t in targets:
