@@ -10,9 +10,10 @@ kind of call its RBAC grants. The run records what happened for the tests to jud
 from __future__ import annotations
 
 import base64
+import itertools
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ from e2e_helpers import (
     get_policy,
     granted_permissions,
     installed_chart,
+    metric_sum,
+    parse_metrics,
     policy_manifest,
     threshold_policy_onnx,
 )
@@ -65,10 +68,11 @@ class ScalingRun:
     audit: AuditSummary = field(default_factory=AuditSummary)
     granted: dict[str, set[Permission]] = field(default_factory=dict)
     outcome: str = ""
+    settled: str = ""
     wall_s: float = 0.0
 
     def diagnostics(self) -> str:
-        lines = [f"outcome: {self.outcome}", "deployment history (t, replicas, cpu):"]
+        lines = [f"outcome: {self.outcome}", f"final picture: {self.settled}", "deployment history (t, replicas, cpu):"]
         lines += [
             f"  {h['t']:.0f}s {h['replicas']} {h['cpu']}" for h in self.history[:: max(1, len(self.history) // 40)]
         ]
@@ -178,9 +182,7 @@ def run_scenario(
             ).start()
             create_policy(admin_api, namespace, policy_manifest(POLICY, DEPLOYMENT, scaling_spec(prom.url)))
             run.outcome = _observe(run, admin_api, until, timeout_s, t0)
-            run.policy = get_policy(admin_api, namespace, POLICY)
-            run.events = events_of(admin_api, namespace, POLICY)
-            run.metrics_text = operator.metrics_text()
+            _settle(run, admin_api, operator.metrics_text, t0)
         finally:
             run.twin = twin.samples()
             twin.stop()
@@ -230,3 +232,81 @@ def _observe(run: ScalingRun, api: client.ApiClient, until: str, timeout_s: floa
             return f"reached: up to {peak} and back to 1"
         time.sleep(0.5)
     return f"timed out after {timeout_s:.0f}s (peak {peak})"
+
+
+def _settle(
+    run: ScalingRun, api: client.ApiClient, metrics_text: Callable[[], str], t0: float, timeout: float = 60.0
+) -> None:
+    """Take the run's final picture (policy, Deployment, Events, the operator's /metrics) once its parts agree.
+
+    The operator is still running when the goal is reached, and its work on one decision is
+    not one atomic write: it counts the decision in /metrics before writing the status,
+    writes the change's intent (``pending``, ``applied: false``) before patching the
+    Deployment and the outcome after, and Kopf posts the Events in the background after the
+    status patch. Read once right after the goal, the picture can catch any of that half
+    done (a missing Event, a counter one ahead of the status). So everything is read between
+    two reads of the policy, and the picture is kept when no decision completed in between,
+    none is half written (no pending change, ``lastDecision`` is the latest decision),
+    /metrics counted exactly the decisions the status reports, and every change in the
+    Deployment's history has its ``Scaled``/``LimitsChanged`` Event. If that does not happen
+    within ``timeout`` the last picture is kept anyway, ``settled`` says what was missing,
+    and the tests fail on it with their own messages.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        before = get_policy(api, run.namespace, POLICY)
+        state = deployment_state(api, run.namespace, DEPLOYMENT)
+        state["t"] = time.monotonic() - t0
+        events = events_of(api, run.namespace, POLICY)
+        unreadable: list[str] = []
+        try:
+            text = metrics_text()
+        except OSError as exc:  # a busy machine can time a scrape out; the next round retries
+            text, unreadable = "", [f"/metrics unreadable: {exc}"]
+        policy = get_policy(api, run.namespace, POLICY)
+        missing = unreadable + _unsettled(before, policy, [*run.history, state], events, text)
+        if not missing or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    run.history.append(state)
+    last = (policy.get("status") or {}).get("lastDecision") or {}
+    logged = int(run.decision_log[-1]["number"]) if run.decision_log else 0
+    if last and int(last.get("number", 0)) > logged and decisions(policy) >= int(last["number"]):
+        run.decision_log.append(dict(last))
+    run.policy, run.events, run.metrics_text = policy, events, text
+    run.settled = "consistent" if not missing else f"not consistent after {timeout:.0f}s: {'; '.join(missing)}"
+
+
+def _unsettled(
+    before: Mapping[str, Any],
+    policy: Mapping[str, Any],
+    history: list[dict[str, Any]],
+    events: list[client.CoreV1Event],
+    metrics_text: str,
+) -> list[str]:
+    """What keeps this picture from being a consistent one (nothing: it is)."""
+    out: list[str] = []
+    n = decisions(policy)
+    status = policy.get("status") or {}
+    if decisions(before) != n:
+        out.append(f"decision {decisions(before)} → {n} completed while reading")
+    if status.get("pending") is not None:
+        out.append(f"a change is pending: {status['pending']}")
+    last = status.get("lastDecision") or {}
+    if int(last.get("number", -1)) != n:
+        out.append(f"lastDecision is #{last.get('number')}, the counter says {n}")
+    counted = metric_sum(parse_metrics(metrics_text), "rlscale_decisions_total")
+    if counted != n:
+        out.append(f"/metrics counted {counted:.0f} decisions, the status {n}")
+    announced = {
+        reason: sum(int(e.count or 1) for e in events if e.reason == reason) for reason in ("Scaled", "LimitsChanged")
+    }
+    steps = list(itertools.pairwise(history))
+    moves = {
+        "Scaled": sum(1 for a, b in steps if a["replicas"] != b["replicas"]),
+        "LimitsChanged": sum(1 for a, b in steps if (a["cpu"], a["memory"]) != (b["cpu"], b["memory"])),
+    }
+    for reason, seen in moves.items():
+        if announced[reason] < seen:
+            out.append(f"{announced[reason]} {reason} Event(s) for {seen} change(s) seen in the Deployment")
+    return out
