@@ -118,6 +118,40 @@ def _wait_decisions(api: client.ApiClient, ns: str, log: dict[int, dict[str, Any
     pytest.fail(f"fewer than {n} decisions after {timeout:.0f}s; seen {sorted(log)}")
 
 
+def _applied_replica_changes(log: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        log[n]["decision"]
+        for n in sorted(log)
+        if log[n]["decision"]["replicas"] != log[n]["decision"]["previousReplicas"] and log[n]["decision"]["applied"]
+    ]
+
+
+def _scaled_events(api: client.ApiClient, ns: str) -> list[client.CoreV1Event]:
+    return [e for e in events_of(api, ns, "web") if e.reason == "Scaled"]
+
+
+def _quiet_and_announced(
+    api: client.ApiClient, ns: str, log: dict[int, dict[str, Any]]
+) -> tuple[dict[str, Any], list[client.CoreV1Event], dict[str, Any]] | None:
+    """(policy, its Scaled Events, the Deployment) once no decision is half done and each applied change has its Event.
+
+    The operator posts Events in the background (Kopf's poster) after the status patch, and a
+    stopped or killed operator drops what it had not posted yet; so before judging the Events,
+    or killing it, wait until every applied replica change recorded so far was announced. The
+    picture is taken between two reads of the policy that show the same finished decision.
+    """
+    before = _record(api, ns, log)
+    scaled = _scaled_events(api, ns)
+    dep = deployment_state(api, ns, "web")
+    policy = _record(api, ns, log)
+    status = policy.get("status") or {}
+    if decisions(before) != decisions(policy) or status.get("pending") is not None:
+        return None
+    if sum(int(e.count or 1) for e in scaled) < len(_applied_replica_changes(log)):
+        return None
+    return policy, scaled, dep
+
+
 def test_sigkill_mid_rollout_resumes_state_without_repeating_or_losing_actions(
     admin_api: client.ApiClient, stack: tuple[Installed, str, LocalPrometheus]
 ) -> None:
@@ -141,8 +175,18 @@ def test_sigkill_mid_rollout_resumes_state_without_repeating_or_losing_actions(
     _wait_decisions(admin_api, ns, log, 5, timeout=90)
     seen = decisions(_record(admin_api, ns, log))
     _wait_decisions(admin_api, ns, log, seen + 1, timeout=30)
-    # Kill between reconciles: once the decision is confirmed (no pending change left).
-    eventually(lambda: get_policy(admin_api, ns, "web")["status"].get("pending") is None, timeout=10, interval=0.1)
+    # Kill between reconciles: once the decision is confirmed (no pending change left) and
+    # announced (a SIGKILL drops the Events Kopf has not posted yet).
+    eventually(
+        lambda: _quiet_and_announced(admin_api, ns, log),
+        timeout=30,
+        interval=0.1,
+        what="a finished decision whose replica changes all have their Scaled Event",
+        state=lambda: (
+            [e.message for e in _scaled_events(admin_api, ns)],
+            [(d["number"], d["previousReplicas"], d["replicas"]) for d in _applied_replica_changes(log)],
+        ),
+    )
     first.kill()
     assert not first.alive()
     killed = get_policy(admin_api, ns, "web")
@@ -183,16 +227,21 @@ def test_sigkill_mid_rollout_resumes_state_without_repeating_or_losing_actions(
     assert max(int(log[n]["state"]["gate"]["windows"]) for n in numbers) >= 2
 
     # Each applied replica change was announced exactly once: no action repeated by the restart.
+    # Judged on a picture taken while the operator runs (stopping it would drop unposted Events).
+    final, scaled, dep_final = eventually(
+        lambda: _quiet_and_announced(admin_api, ns, log),
+        timeout=30,
+        interval=0.1,
+        what="a finished decision whose replica changes all have their Scaled Event",
+        state=lambda: (
+            [e.message for e in _scaled_events(admin_api, ns)],
+            [(d["number"], d["previousReplicas"], d["replicas"]) for d in _applied_replica_changes(log)],
+        ),
+    )
     inst.operators[-1].stop()
-    final = _record(admin_api, ns, log)
     numbers = sorted(log)
     assert numbers[0] == 1 and numbers == list(range(1, numbers[-1] + 1)), numbers
-    changed = [
-        log[n]["decision"]
-        for n in numbers
-        if log[n]["decision"]["replicas"] != log[n]["decision"]["previousReplicas"] and log[n]["decision"]["applied"]
-    ]
+    changed = _applied_replica_changes(log)
     assert changed, "no replica change happened during the run"
-    scaled = [e for e in events_of(admin_api, ns, "web") if e.reason == "Scaled"]
     assert sum(int(e.count or 1) for e in scaled) == len(changed), ([e.message for e in scaled], changed)
-    assert deployment_state(admin_api, ns, "web")["replicas"] == final["status"]["replicas"]
+    assert dep_final["replicas"] == final["status"]["replicas"]
