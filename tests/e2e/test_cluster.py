@@ -154,6 +154,13 @@ def test_scale_subresource_changes_pods(admin_api: client.ApiClient, namespace: 
     # Scale-down: the ReplicaSet deletes pods and kwok finalises them, so they vanish.
     eventually(lambda: len(all_pods(core, namespace, "scaled")) == 2, what="pods deleted down to 2")
     assert len(running_pods(core, namespace, "scaled")) == 2
+
+    # The controllers update the ReplicaSet's and then the Deployment's status after the pods go.
+    def status_replicas() -> int | None:
+        status = apps.read_namespaced_deployment_scale("scaled", namespace).status
+        return status.replicas if status is not None else None
+
+    eventually(lambda: status_replicas() == 2, what="scale status.replicas=2", state=status_replicas)
     scale = apps.read_namespaced_deployment_scale("scaled", namespace)
     assert scale.spec is not None and scale.status is not None
     assert (scale.spec.replicas, scale.status.replicas) == (2, 2)
