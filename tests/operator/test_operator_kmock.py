@@ -80,6 +80,9 @@ async def test_policy_scales_deployment_through_scale_subresource(
         status = await eventually(
             lambda: (s := _status(emulator, "shop", "web")).get("lastDecision", {}).get("applied") and s
         )
+        # Events are posted in the background, after the status patch, and a stopped operator
+        # drops what it has not posted yet: wait for it while the operator runs.
+        scaled = await eventually(lambda: _events(emulator, "Scaled"))
 
     # HPA baseline (shadow mode: the baseline acts): ceil(1.8 / 0.7 × 2) = 6.
     d = status["lastDecision"]
@@ -98,7 +101,6 @@ async def test_policy_scales_deployment_through_scale_subresource(
     assert ("apps", "deployments", "scale", "patch") in emulator.calls
     assert ("apps", "deployments", "", "patch") not in emulator.calls
     # An Event says what happened.
-    scaled = _events(emulator, "Scaled")
     assert scaled and "replicas 2→6" in scaled[0]["message"]
 
 
@@ -169,11 +171,12 @@ async def test_dry_run_patches_nothing(emulator: OperatorEmulator, fake_promethe
     async with running_operator(emulator):
         await _create(emulator, policy("web", "shop", "web", fake_prometheus.url, dryRun=True))
         status = await eventually(lambda: (s := _status(emulator, "shop", "web")).get("lastDecision") and s)
+        # Posted in the background (and dropped if the operator stops first): wait for it.
+        assert await eventually(lambda: _events(emulator, "DryRun"))
     assert status["lastDecision"]["replicas"] == 6 and status["lastDecision"]["applied"] is False
     assert _conditions(status)["ScalingActive"]["reason"] == "DryRun"
     assert _deploy(emulator, "shop", "web")["spec"]["replicas"] == 2
     assert not [c for c in emulator.calls if c[0] == "apps" and c[3] == "patch"]
-    assert _events(emulator, "DryRun")
 
 
 async def test_prometheus_down_holds(emulator: OperatorEmulator, fake_prometheus: FakePrometheus) -> None:
@@ -232,7 +235,10 @@ async def test_second_policy_on_same_deployment_is_refused(
         await _create(emulator, first)
         await _create(emulator, second)
         ready = await eventually(lambda: _conditions(_status(emulator, "shop", "second")).get("Ready"))
-        first_status = await eventually(lambda: _status(emulator, "shop", "first").get("lastDecision"))
+        # A change is written twice, as intent (applied false, pending) and then as done: wait for the second.
+        first_status = await eventually(
+            lambda: "pending" not in (s := _status(emulator, "shop", "first")) and s.get("lastDecision")
+        )
     assert ready["reason"] == "ConflictingPolicy" and "first" in ready["message"]
     assert first_status["applied"] is True
 
