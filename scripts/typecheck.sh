@@ -13,4 +13,4 @@ for pkg in policy training operator; do ln -s "$root/$pkg" "$tree/rlscale/$pkg";
 cd "$tree"
 export MYPYPATH=$tree
 "$mypy" --config-file "$root/pyproject.toml" --cache-dir "$root/.mypy_cache" --strict -p rlscale.policy
-"$mypy" --config-file "$root/pyproject.toml" --cache-dir "$root/.mypy_cache" -p rlscale.operator -p rlscale.training -p rlscale.devstack -m rlscale.cli
+"$mypy" --config-file "$root/pyproject.toml" --cache-dir "$root/.mypy_cache" -p rlscale.operator -p rlscale.training -p rlscale.devstack -m rlscale.cli -m rlscale.history
