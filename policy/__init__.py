@@ -14,12 +14,12 @@ Public surface:
 * :mod:`~rlscale.policy.model` — the ONNX runner and model metadata;
 * :mod:`~rlscale.policy.gate` — the gradual-rollout gate;
 * :mod:`~rlscale.policy.reward` — the multi-objective reward;
-* :mod:`~rlscale.policy.decide` — the one decision function.
+* :mod:`~rlscale.policy.decide` — the one decision function, and its batch form for many controllers.
 """
 
 from rlscale.policy.actions import ACTIONS, NOOP, Action
 from rlscale.policy.baselines import BaselineConfig, HpaConfig, HpaState
-from rlscale.policy.decide import ControllerState, Decision, DecisionConfig, Observation, decide
+from rlscale.policy.decide import ControllerState, Decision, DecisionConfig, Observation, decide, decide_batch
 from rlscale.policy.gate import GateConfig, GateState
 from rlscale.policy.limits import ScalingLimits
 from rlscale.policy.mask import MaskRule
@@ -50,4 +50,5 @@ __all__ = [
     "RewardWeights",
     "ScalingLimits",
     "decide",
+    "decide_batch",
 ]

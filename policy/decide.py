@@ -13,17 +13,24 @@
 
 It is pure: the caller passes the controller state in and stores the new state it gets
 back (the operator keeps it in the custom resource's status, so a restart resumes it).
+
+``decide_batch`` is the same function for many independent controllers at once (the
+evaluation steps hundreds per simulated interval): it shares the vectorisable work between
+them and gives exactly what ``decide`` in a loop gives. The operator, one policy at a time
+on its latency path, calls ``decide``.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field, fields
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlscale.policy.actions import ACTION_NAMES, N_ACTIONS, NOOP
@@ -36,11 +43,11 @@ from rlscale.policy.baselines import (
 )
 from rlscale.policy.gate import GateConfig, GateState, Source, choose, record_outcome
 from rlscale.policy.limits import ScalingLimits
-from rlscale.policy.mask import RULE_LABELS, ScalingState, action_proposals, check
+from rlscale.policy.mask import RULE_LABELS, FloatArray, MaskResult, ScalingState, action_proposals, check
 from rlscale.policy.model import PolicyModel, masked_argmax
+from rlscale.policy.observation import CONFIG_COLUMNS, FIELD_SOURCES, OBSERVED_FIELDS, Observation
 from rlscale.policy.reward import Objective, reward, slo_violated
-from rlscale.policy.observation import Observation
-from rlscale.policy.spec import encode_matrix
+from rlscale.policy.spec import CORE_METRICS, RAW_COLUMNS, encode_matrix
 
 
 class DecisionConfig(BaseModel):
@@ -182,23 +189,34 @@ class Decision:
         return self.replicas_changed or self.limits_changed
 
 
-def _baseline(config: DecisionConfig, state: ControllerState, obs: Observation) -> tuple[int, str]:
+def _baseline(
+    config: DecisionConfig,
+    state: ControllerState,
+    replicas: int,
+    ready_replicas: int,
+    cpu_utilization: float | None,
+    request_rate: float | None,
+    now: float,
+) -> tuple[int, str]:
+    """The configured baseline's target and why; the HPA updates ``state.hpa``'s history.
+
+    Takes the few observed values it reads rather than an :class:`Observation`, so that
+    :func:`decide_batch` can feed it straight from the raw matrix.
+    """
     b, lim = config.baseline, config.limits
     if b.kind == "static":
         return static_recommend(b.static_replicas, lim.min_replicas, lim.max_replicas)
     if b.kind == "proportional":
-        return proportional_recommend(
-            obs.request_rate, b.rate_per_replica, obs.replicas, lim.min_replicas, lim.max_replicas
-        )
+        return proportional_recommend(request_rate, b.rate_per_replica, replicas, lim.min_replicas, lim.max_replicas)
     return hpa_recommend(
         b.hpa,
         state.hpa,
-        current_replicas=obs.replicas,
-        ready_replicas=obs.ready_replicas,
-        utilization=obs.cpu_utilization,
+        current_replicas=replicas,
+        ready_replicas=ready_replicas,
+        utilization=cpu_utilization,
         min_replicas=lim.min_replicas,
         max_replicas=lim.max_replicas,
-        now=obs.timestamp,
+        now=now,
     )
 
 
@@ -256,30 +274,55 @@ def decide(
         last_scale_down_at=state.last_scale_down_at,
         last_limit_change_at=state.last_limit_change_at,
     )
-    baseline_replicas, baseline_why = _baseline(config, state, obs)
+    baseline = _baseline(config, state, obs.replicas, obs.ready_replicas, obs.cpu_utilization, obs.request_rate, now)
     pr, pc, pm = action_proposals(config.limits, scaling)
     checked = check(
         config.limits,
         scaling,
-        np.concatenate((pr, [[baseline_replicas]]), axis=1),
+        np.concatenate((pr, [[baseline[0]]]), axis=1),
         np.concatenate((pc, [[obs.cpu_limit_m]]), axis=1),
         np.concatenate((pm, [[obs.memory_limit_mib]]), axis=1),
     )
-    reasons = checked.reason[0]
-    reasons.flags.writeable = False  # it goes into the frozen Decision
     learned_idx: int | None = None
     if model is not None:
         logits = model.logits(encode_matrix(obs.raw(config)))
         learned_idx = int(masked_argmax(logits, checked.allowed[:, :N_ACTIONS])[0])
+    current = (obs.replicas, obs.cpu_limit_m, obs.memory_limit_mib)
+    decision = _conclude(config, state, checked, 0, learned_idx, current, now, baseline, outcome, model_error)
+    return decision, state
+
+
+def _conclude(
+    config: DecisionConfig,
+    state: ControllerState,
+    checked: MaskResult,
+    row: int,
+    learned_idx: int | None,
+    current: tuple[int, int, int],
+    now: float,
+    baseline: tuple[int, str],
+    outcome: tuple[float, bool] | None,
+    model_error: str | None,
+) -> Decision:
+    """Stages 3 and 4 of one decision, shared by :func:`decide` and :func:`decide_batch`.
+
+    ``checked`` is the mask over the table plus the baseline's column, ``row`` this
+    controller's row in it. Updates ``state`` (gate draw, cooldown clocks, HPA events,
+    bookkeeping). Written once so the single and the batch form cannot drift apart.
+    """
+    reasons = checked.reason[row]
+    reasons.flags.writeable = False  # it goes into the frozen Decision
+    baseline_replicas, baseline_why = baseline
+    cur_r, cur_c, cur_m = current
 
     # 3. The gate picks who acts; both choices are already clamped by the mask.
     source: Source = choose(config.gate, state.gate) if learned_idx is not None else "baseline"
     col = learned_idx if source == "learned" and learned_idx is not None else N_ACTIONS
     action = ACTION_NAMES[col] if col < N_ACTIONS else f"baseline:{config.baseline.kind}"
-    if checked.allowed[0, col]:
-        replicas, cpu, mem = (int(t[0, col]) for t in checked.targets)
+    if checked.allowed[row, col]:
+        replicas, cpu, mem = (int(t[row, col]) for t in checked.targets)
     else:
-        replicas, cpu, mem = obs.replicas, obs.cpu_limit_m, obs.memory_limit_mib
+        replicas, cpu, mem = cur_r, cur_c, cur_m
     enforced_by: str | None = None
     if reasons[col]:
         enforced_by = RULE_LABELS[reasons[col]]
@@ -293,12 +336,12 @@ def decide(
     mem = min(max(mem, lim.memory_limit_min_mib), lim.memory_limit_max_mib)
 
     # 4. Remember what changed, for cooldowns, HPA behaviour periods and the next reward.
-    delta = replicas - obs.replicas
+    delta = replicas - cur_r
     if delta > 0:
         state.last_scale_up_at = now
     elif delta < 0:
         state.last_scale_down_at = now
-    limits_changed = (cpu, mem) != (obs.cpu_limit_m, obs.memory_limit_mib)
+    limits_changed = (cpu, mem) != (cur_c, cur_m)
     if limits_changed:
         state.last_limit_change_at = now
     if config.baseline.kind == "hpa":
@@ -308,17 +351,16 @@ def decide(
     state.last_limits_changed = limits_changed
     state.decisions += 1
 
-    learned_action = ACTION_NAMES[learned_idx] if learned_idx is not None else None
-    decision = Decision(
+    return Decision(
         replicas=replicas,
         cpu_limit_m=cpu,
         memory_limit_mib=mem,
-        previous_replicas=obs.replicas,
-        previous_cpu_limit_m=obs.cpu_limit_m,
-        previous_memory_limit_mib=obs.memory_limit_mib,
+        previous_replicas=cur_r,
+        previous_cpu_limit_m=cur_c,
+        previous_memory_limit_mib=cur_m,
         source=source,
         action=action,
-        learned_action=learned_action,
+        learned_action=ACTION_NAMES[learned_idx] if learned_idx is not None else None,
         baseline_replicas=baseline_replicas,
         enforced_by=enforced_by,
         reasons=reasons[:N_ACTIONS],
@@ -330,7 +372,230 @@ def decide(
         slo_violated=outcome[1] if outcome else None,
         model_error=model_error,
     )
-    return decision, state
+
+
+# --------------------------------------------------------------------------- the batch form
+
+#: Raw-matrix rows the batch form reads per controller (see spec.RAW_COLUMNS).
+_ROW = {name: i for i, name in enumerate(RAW_COLUMNS)}
+#: The observed fields an Observation holds as ``int`` (counts and limits): a raw matrix's
+#: values are truncated as ``int()`` truncates them when an Observation is built from it.
+_INT_ROWS = np.array([_ROW[f.name] for f in fields(Observation) if f.type in ("int", int)], dtype=np.intp)
+_DEPLOYMENT_ROWS = np.array([_ROW[n] for n, s in FIELD_SOURCES.items() if s.kind == "deployment"], dtype=np.intp)
+_CORE_ROWS = np.array([_ROW[n] for n in CORE_METRICS], dtype=np.intp)
+_COUNT_ROWS = np.array([_ROW[n] for n in ("replicas", "ready_replicas", "cpu_limit_m", "memory_limit_mib")])
+_N_OBSERVED = len(OBSERVED_FIELDS)
+_CONFIG_GETTERS = tuple(CONFIG_COLUMNS.values())
+
+#: What :func:`decide_batch` takes as observations: one :class:`Observation` per
+#: controller, or the raw matrix ``(len(RAW_COLUMNS), n)`` (NaN = unknown) the simulator holds.
+Observations = Sequence[Observation] | npt.NDArray[np.float64]
+
+
+class _Observed(NamedTuple):
+    """The batch's observations: the raw matrix, and per controller the values read in Python."""
+
+    raw: FloatArray  # (len(RAW_COLUMNS), n), a fresh array; config rows still to fill
+    counts: list[tuple[int, int, int, int]]  # replicas, ready replicas, CPU limit, memory limit
+    now: list[float]
+    cpu_utilization: list[float | None]
+    request_rate: list[float | None]
+
+
+def _observed(observations: Observations, n: int) -> _Observed:
+    """Read the observations once, into the matrix and the per-controller values.
+
+    From a raw matrix the metrics stay NaN where unknown rather than becoming ``None``:
+    everything that reads them (baselines, reward, metrics check) tests ``math.isfinite``,
+    so NaN and ``None`` decide alike.
+    """
+    if isinstance(observations, np.ndarray):
+        if observations.shape != (len(RAW_COLUMNS), n):
+            raise ValueError(
+                f"observations: expected a raw matrix of shape ({len(RAW_COLUMNS)}, {n}), got {observations.shape}"
+            )
+        raw = np.array(observations, dtype=np.float64)  # a copy: the caller's array stays as it was
+        if not np.isfinite(raw[_DEPLOYMENT_ROWS]).all():
+            raise ValueError("observations: the Deployment rows (timestamp, replicas, limits) must be known")
+        raw[_INT_ROWS] = np.trunc(raw[_INT_ROWS])
+        counts = [(int(r), int(y), int(c), int(m)) for r, y, c, m in raw[_COUNT_ROWS].T.tolist()]
+        return _Observed(
+            raw,
+            counts,
+            raw[_ROW["timestamp"]].tolist(),
+            raw[_ROW["cpu_utilization"]].tolist(),
+            raw[_ROW["request_rate"]].tolist(),
+        )
+    if len(observations) != n:
+        raise ValueError(f"observations: expected {n}, got {len(observations)}")
+    raw = np.empty((len(RAW_COLUMNS), n), dtype=np.float64)
+    rows = [[np.nan if (v := getattr(o, name)) is None else v for name in OBSERVED_FIELDS] for o in observations]
+    raw[:_N_OBSERVED] = np.array(rows, dtype=np.float64).T
+    return _Observed(
+        raw,
+        [(o.replicas, o.ready_replicas, o.cpu_limit_m, o.memory_limit_mib) for o in observations],
+        [o.timestamp for o in observations],
+        [o.cpu_utilization for o in observations],
+        [o.request_rate for o in observations],
+    )
+
+
+def _times(values: list[float | None]) -> FloatArray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _groups(keys: Sequence[Hashable]) -> list[list[int]]:
+    """Row indices by key, in order of first appearance."""
+    out: dict[Hashable, list[int]] = {}
+    for i, k in enumerate(keys):
+        out.setdefault(k, []).append(i)
+    return list(out.values())
+
+
+def decide_batch(
+    observations: Observations,
+    configs: Sequence[DecisionConfig],
+    states: Sequence[ControllerState],
+    models: Sequence[PolicyModel | None] | None = None,
+    *,
+    model_errors: Sequence[str | None] | None = None,
+) -> tuple[list[Decision], list[ControllerState]]:
+    """Decide for ``n`` independent controllers at once; the same as :func:`decide` in a loop.
+
+    Controller ``i`` gets exactly ``decide(observations[i], configs[i], states[i], models[i],
+    model_error=model_errors[i])`` — the same Decision (``reasons`` included) and the same
+    new state, bit for bit. It exists for evaluation, which steps hundreds of controllers
+    (baseline grids × seeds, learned models) per simulated interval: the work that does not
+    depend on one controller's history runs once for all of them — one reward computation
+    per objective, one :func:`~rlscale.policy.mask.check` per limits object, one
+    ``encode_matrix``, one ONNX call per model — and only the baseline, the gate and the
+    bookkeeping run per controller in plain Python.
+
+    ``observations`` is a sequence of :class:`Observation`, or better the raw matrix of shape
+    ``(len(RAW_COLUMNS), n)`` (NaN = unknown; the simulator holds one), so that no
+    per-controller objects are built. The matrix is read as an Observation built from it
+    would hold it: counts and limits truncated to ``int``, NaN as ``None``; its configuration
+    rows are ignored (each controller's own config fills them, as :meth:`Observation.raw`
+    does). Neither it nor ``states`` is modified. ``models`` (default: none) holds each
+    controller's model or ``None``; controllers may share one. The batch relies on the ONNX
+    runner computing each row independently of the rest of its batch (true of the MLPs
+    rlscale exports; the tests check it).
+
+    Controllers are grouped by object identity (of their limits, objective and model), not
+    equality: equal but distinct objects are merely grouped apart, which costs time only.
+    """
+    n = len(configs)
+    if len(states) != n:
+        raise ValueError(f"states: expected {n}, got {len(states)}")
+    model_list: Sequence[PolicyModel | None] = models if models is not None else [None] * n
+    error_list: Sequence[str | None] = model_errors if model_errors is not None else [None] * n
+    if len(model_list) != n or len(error_list) != n:
+        raise ValueError(f"models and model_errors: expected {n} each, got {len(model_list)} and {len(error_list)}")
+    if n == 0:
+        return [], []
+    seen = _observed(observations, n)
+    raw = seen.raw
+
+    # 1. Rewards of the intervals that just ended: one vectorised call per (objective, max CPU).
+    #    An interval with unknown latency has no outcome, as in decide.
+    outcomes: list[tuple[float, bool] | None] = [None] * n
+    latency, error = raw[_ROW["latency_p99_ms"]], raw[_ROW["error_rate"]]
+    allocated = raw[_ROW["replicas"]].astype(np.int64) * raw[_ROW["cpu_limit_m"]].astype(np.int64)
+    known = np.flatnonzero(np.isfinite(latency)).tolist()
+    max_cpu = [float(c.limits.max_replicas * c.limits.cpu_limit_max_m) for c in configs]
+    for group in _groups([(id(configs[i].objective), max_cpu[i]) for i in known]):
+        rows = [known[g] for g in group]
+        objective, idx = configs[rows[0]].objective, np.array(rows)
+        lat, err = latency[idx], error[idx]
+        rewards = reward(
+            objective,
+            latency_p99_ms=lat,
+            error_rate=err,
+            allocated_cpu_m=allocated[idx],
+            max_cpu_m=max_cpu[rows[0]],
+            replicas_changed=np.array([states[i].last_replicas_changed for i in rows]),
+            limits_changed=np.array([states[i].last_limits_changed for i in rows]),
+        ).tolist()
+        violated = slo_violated(objective, lat, err).tolist()
+        for i, r, v in zip(rows, rewards, violated, strict=True):
+            outcomes[i] = (r, v)
+
+    # 2. Per controller: credit the outcome to the gate, ask the baseline.
+    new_states: list[ControllerState] = []
+    baselines: list[tuple[int, str]] = []
+    for cfg, state, outcome, (replicas, ready, _, _), now, cpu_util, rate in zip(
+        configs, states, outcomes, seen.counts, seen.now, seen.cpu_utilization, seen.request_rate, strict=True
+    ):
+        state = state.copy()
+        if state.gate_mode != cfg.gate.mode:
+            state.gate, state.gate_mode = GateState.initial(cfg.gate), cfg.gate.mode
+        if outcome is not None and state.last_source is not None:
+            record_outcome(cfg.gate, state.gate, state.last_source, *outcome)
+        baselines.append(_baseline(cfg, state, replicas, ready, cpu_util, rate, now))
+        new_states.append(state)
+
+    # 3. The mask over the table and the baseline's target: one check per limits object.
+    scaling = ScalingState(
+        replicas=raw[_ROW["replicas"]].astype(np.int64),
+        cpu_limit_m=raw[_ROW["cpu_limit_m"]].astype(np.int64),
+        memory_limit_mib=raw[_ROW["memory_limit_mib"]].astype(np.int64),
+        metrics_ok=np.asarray(np.isfinite(raw[_CORE_ROWS]).all(axis=0), dtype=np.bool_),
+        memory_utilization=raw[_ROW["memory_utilization"]].copy(),
+        now=raw[_ROW["timestamp"]].copy(),
+        last_scale_up_at=_times([s.last_scale_up_at for s in new_states]),
+        last_scale_down_at=_times([s.last_scale_down_at for s in new_states]),
+        last_limit_change_at=_times([s.last_limit_change_at for s in new_states]),
+    )
+    baseline_col = np.array([b for b, _ in baselines], dtype=np.int64)[:, None]
+    checks: list[MaskResult] = []
+    place = [(0, 0)] * n  # controller i → (index into checks, row in that check)
+    limit_groups = _groups([id(c.limits) for c in configs])
+    whole = len(limit_groups) == 1
+    for rows in limit_groups:
+        sub = scaling if whole else ScalingState(*(getattr(scaling, f)[rows] for f in ScalingState.__slots__))
+        limits = configs[rows[0]].limits
+        pr, pc, pm = action_proposals(limits, sub)
+        checks.append(
+            check(
+                limits,
+                sub,
+                np.concatenate((pr, baseline_col if whole else baseline_col[rows]), axis=1),
+                np.concatenate((pc, sub.cpu_limit_m[:, None]), axis=1),
+                np.concatenate((pm, sub.memory_limit_mib[:, None]), axis=1),
+            )
+        )
+        for j, i in enumerate(rows):
+            place[i] = (len(checks) - 1, j)
+
+    # 4. The learned policies: one encode for all, one ONNX call per model over its rows.
+    learned: list[int | None] = [None] * n
+    model_groups = [rows for rows in _groups([id(m) for m in model_list]) if model_list[rows[0]] is not None]
+    if model_groups:
+        if whole:
+            allowed = checks[0].allowed[:, :N_ACTIONS]
+        else:
+            allowed = np.empty((n, N_ACTIONS), dtype=bool)
+            for rows, result in zip(limit_groups, checks, strict=True):
+                allowed[rows] = result.allowed[:, :N_ACTIONS]
+        config_rows = {id(c): [get(c) for get in _CONFIG_GETTERS] for c in configs}
+        raw[_N_OBSERVED:] = np.array([config_rows[id(c)] for c in configs], dtype=np.float64).T
+        encoded = encode_matrix(raw)
+        for rows in model_groups:
+            model = model_list[rows[0]]
+            assert model is not None
+            every = len(rows) == n
+            logits = model.logits(encoded if every else encoded[rows])
+            best = masked_argmax(logits, allowed if every else allowed[rows]).tolist()
+            for i, b in zip(rows, best, strict=True):
+                learned[i] = b
+
+    # 5. Per controller: the gate, the final clamp, the bookkeeping.
+    return [
+        _conclude(cfg, state, checks[g], j, li, (c[0], c[2], c[3]), now, b, outcome, err)
+        for cfg, state, (g, j), li, c, now, b, outcome, err in zip(
+            configs, new_states, place, learned, seen.counts, seen.now, baselines, outcomes, error_list, strict=True
+        )
+    ], new_states
 
 
 def explain(
@@ -366,4 +631,14 @@ def explain(
     return "; ".join(parts)
 
 
-__all__ = ["NOOP", "ControllerState", "Decision", "DecisionConfig", "Observation", "decide", "explain"]
+__all__ = [
+    "NOOP",
+    "ControllerState",
+    "Decision",
+    "DecisionConfig",
+    "Observation",
+    "Observations",
+    "decide",
+    "decide_batch",
+    "explain",
+]
