@@ -332,7 +332,7 @@ def evaluate(
     entries: list[tuple[str, DecisionConfig, PolicyModel | None]] = []
     tuned: dict[str, Tuned] = {}
     for name in dict.fromkeys(policies):
-        if name in MODEL_POLICIES:
+        if name == "learned" or name == "tuned":
             cfg = decision_config(sim, BaselineConfig(kind="hpa"), learned=True)
             entries += [(name, cfg, m) for m in models]
         else:
@@ -341,9 +341,9 @@ def evaluate(
     runs: dict[str, PolicyRun] = {}
     for run_name, cfg, _ in entries:
         runs.setdefault(run_name, PolicyRun(run_name, cfg, [], [], tuned.get(run_name)))
-    for name in MODEL_POLICIES:
-        if name in runs:
-            runs[name].models.extend(m.source for m in models)
+    for model_policy in MODEL_POLICIES:
+        if model_policy in runs:
+            runs[model_policy].models.extend(m.source for m in models)
     for seed in seeds:
         fns = [decide_fn(cfg, model) for _, cfg, model in entries]
         for (run_name, _, _), log in zip(entries, run_episodes(sim, reported, fns, seed), strict=True):
@@ -370,6 +370,8 @@ def _add_frontier(evaluation: Evaluation, sim: SimConfig, reported: Trace) -> No
     hpa_mean = [aggregate([hpa_by_seed[s][i] for s in seeds]) for i in range(len(hpa_configs))]
     static_mean = [aggregate([static_by_seed[s][i] for s in seeds]) for i in range(len(static_configs))]
     oracle = oracle_report(sim, reported, seeds)
+    oracle_rh = oracle["replica_hours"]
+    assert isinstance(oracle_rh, float)
     evaluation.oracle = oracle
     evaluation.frontier = {
         "hpa": frontier_points(hpa_configs, hpa_mean),
@@ -383,7 +385,7 @@ def _add_frontier(evaluation: Evaluation, sim: SimConfig, reported: Trace) -> No
         ],
     }
     for run in evaluation.runs.values():
-        run.matched = matched_report(run.seeded(), hpa_by_seed, hpa_mean, float(oracle["replica_hours"]))
+        run.matched = matched_report(run.seeded(), hpa_by_seed, hpa_mean, oracle_rh)
 
 
 # --------------------------------------------------------------------------- all traces
