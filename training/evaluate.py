@@ -29,7 +29,7 @@ from rlscale.policy.baselines import BaselineConfig, HpaConfig
 from rlscale.policy.decide import ControllerState, Decision, DecisionConfig, Observation, decide
 from rlscale.policy.gate import GateConfig
 from rlscale.policy.model import PolicyModel
-from rlscale.training.episodes import EpisodeLog, run_episodes
+from rlscale.training.episodes import Controller, EpisodeLog, run_controllers
 from rlscale.training.frontier import frontier_points, hpa_grid, matched_report
 from rlscale.training.oracle import oracle_report
 from rlscale.training.sim_config import SimConfig
@@ -204,13 +204,27 @@ class Tuned:
 def grid_metrics(
     sim: SimConfig, window: Trace, grid: Sequence[BaselineConfig], seeds: Sequence[int]
 ) -> list[dict[str, float]]:
-    """Each baseline of ``grid`` played on ``window`` under every seed (all in one batch per seed), aggregated."""
-    per_seed: list[list[dict[str, float]]] = [[] for _ in grid]
-    for seed in seeds:
-        fns = [decide_fn(decision_config(sim, b)) for b in grid]
-        for i, log in enumerate(run_episodes(sim, window, fns, seed)):
-            per_seed[i].append(episode_metrics(log))
-    return [aggregate(ms) for ms in per_seed]
+    """Each baseline of ``grid`` played on ``window`` under every seed (all in one batch), aggregated."""
+    per_seed = play(sim, window, [(decision_config(sim, b), None) for b in grid], seeds)
+    return [aggregate([episode_metrics(log) for log in logs]) for logs in per_seed]
+
+
+def play(
+    sim: SimConfig,
+    window: Trace,
+    controllers: Sequence[tuple[DecisionConfig, PolicyModel | None]],
+    seeds: Sequence[int],
+) -> list[list[EpisodeLog]]:
+    """Every (config, model) on ``window`` under every seed, in one simulator batch; logs per controller, by seed.
+
+    Env ``(seed, i)`` draws exactly what a single run of controller ``i`` with ``seed`` would
+    (common random numbers across controllers), and every interval is one ``decide_batch``.
+    """
+    batch = [Controller(cfg, model) for _ in seeds for cfg, model in controllers]
+    env_seeds = [int(seed) for seed in seeds for _ in controllers]
+    logs = run_controllers(sim, window, batch, env_seeds)
+    n = len(controllers)
+    return [[logs[k * n + i] for k in range(len(seeds))] for i in range(n)]
 
 
 def tune_baseline(
@@ -344,11 +358,11 @@ def evaluate(
     for model_policy in MODEL_POLICIES:
         if model_policy in runs:
             runs[model_policy].models.extend(m.source for m in models)
-    for seed in seeds:
-        fns = [decide_fn(cfg, model) for _, cfg, model in entries]
-        for (run_name, _, _), log in zip(entries, run_episodes(sim, reported, fns, seed), strict=True):
-            runs[run_name].per_seed.append(episode_metrics(log))
-            runs[run_name].logs.append(log)
+    played = play(sim, reported, [(cfg, model) for _, cfg, model in entries], seeds)
+    for k in range(len(seeds)):  # seed-major, as the spread and the per-seed matching expect
+        for (run_name, _, _), logs in zip(entries, played, strict=True):
+            runs[run_name].per_seed.append(episode_metrics(logs[k]))
+            runs[run_name].logs.append(logs[k])
     result = Evaluation(trace.name, window, list(seeds), runs)
     if frontier:
         _add_frontier(result, sim, reported)
@@ -360,13 +374,10 @@ def _add_frontier(evaluation: Evaluation, sim: SimConfig, reported: Trace) -> No
     seeds = evaluation.seeds
     hpa_configs = hpa_grid()
     static_configs = baseline_grid("static", sim)
-    hpa_by_seed: dict[int, list[dict[str, float]]] = {}
-    static_by_seed: dict[int, list[dict[str, float]]] = {}
-    for seed in seeds:
-        fns = [decide_fn(decision_config(sim, b)) for b in (*hpa_configs, *static_configs)]
-        metrics = [episode_metrics(log) for log in run_episodes(sim, reported, fns, seed)]
-        hpa_by_seed[seed] = metrics[: len(hpa_configs)]
-        static_by_seed[seed] = metrics[len(hpa_configs) :]
+    played = play(sim, reported, [(decision_config(sim, b), None) for b in (*hpa_configs, *static_configs)], seeds)
+    metrics = [[episode_metrics(log) for log in logs] for logs in played]
+    hpa_by_seed = {seed: [m[k] for m in metrics[: len(hpa_configs)]] for k, seed in enumerate(seeds)}
+    static_by_seed = {seed: [m[k] for m in metrics[len(hpa_configs) :]] for k, seed in enumerate(seeds)}
     hpa_mean = [aggregate([hpa_by_seed[s][i] for s in seeds]) for i in range(len(hpa_configs))]
     static_mean = [aggregate([static_by_seed[s][i] for s in seeds]) for i in range(len(static_configs))]
     oracle = oracle_report(sim, reported, seeds)
