@@ -62,10 +62,15 @@ def masked_argmax(logits: npt.NDArray[np.float32], allowed: npt.NDArray[np.bool_
 class PolicyModel:
     """A loaded, checked policy model."""
 
-    def __init__(self, session: ort.InferenceSession, metadata: Mapping[str, str], source: str) -> None:
+    def __init__(
+        self, session: ort.InferenceSession, metadata: Mapping[str, str], source: str, data: bytes = b""
+    ) -> None:
         self._session = session
         self.metadata = dict(metadata)
         self.source = source
+        #: The ONNX file's bytes, kept so that a loaded model can be fine-tuned or re-hashed
+        #: (an onnxruntime session does not give its weights back); tens of KB.
+        self.data = data
         self.training: dict[str, Any] = json.loads(metadata.get(META_TRAINING, "{}"))
 
     @classmethod
@@ -93,7 +98,7 @@ class PolicyModel:
             raise ModelMismatchError(f"model {source} is not a valid ONNX model: {exc}") from exc
         meta = dict(session.get_modelmeta().custom_metadata_map)
         cls._check(meta, session, source)
-        return cls(session, meta, source)
+        return cls(session, meta, source, data)
 
     @staticmethod
     def _check(meta: Mapping[str, str], session: ort.InferenceSession, source: str) -> None:

@@ -8,6 +8,7 @@ call the library, print. torch is imported inside the commands that need it, so 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,6 +97,26 @@ def _override(config: TrainConfig, **changes: Any) -> TrainConfig:
     help="Also train on this trace file's TRAINING window (repeatable).",
 )
 @click.option("--print-config", is_flag=True, help="Print the resolved config as JSON and exit.")
+@click.option(
+    "--init-from",
+    "init_from",
+    default=None,
+    metavar="MODEL",
+    help="Fine-tune this ONNX model ('default': the shipped one) on --trace instead of training from scratch.",
+)
+@click.option(
+    "--trace",
+    "trace_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="With --init-from: the workload's trace; only its chronological TRAINING window is played.",
+)
+@click.option(
+    "--minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="With --init-from: wall-clock budget (default 5; checked between PPO updates).",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def train_cmd(
     config_name: str,
@@ -105,12 +126,27 @@ def train_cmd(
     steps: int | None,
     extra_traces: tuple[str, ...],
     print_config: bool,
+    init_from: str | None,
+    trace_path: Path | None,
+    minutes: float | None,
     progress: bool,
 ) -> None:
     """Train a policy from scratch with PPO in the simulator and export it to ONNX.
 
-    The default config and seed reproduce the shipped model (make model).
+    The default config and seed reproduce the shipped model (make model). With --init-from
+    MODEL --trace FILE, fine-tune MODEL on that one workload's training window instead
+    (docs/training.md, "Fine-tuning on one workload").
     """
+    if init_from is not None or trace_path is not None or minutes is not None:
+        ctx = click.get_current_context()
+        flags = {"config_name": "--config", "extra_traces": "--extra-trace", "print_config": "--print-config"}
+        given = [
+            flag
+            for name, flag in flags.items()
+            if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+        ]
+        _fine_tune_cmd(init_from, trace_path, minutes, out, run_dir, seed, steps, progress, given)
+        return
     config = load_train_config(config_name)
     extra = tuple(str(Path(p).resolve()) for p in extra_traces) if extra_traces else None
     config = _override(config, seed=seed, **{"ppo.total_steps": steps, "data.extra_traces": extra})
@@ -128,6 +164,58 @@ def train_cmd(
     click.echo(
         f"wrote {out} ({len(outcome.onnx_bytes) / 1024:.1f} KiB) after {outcome.ppo.global_step} steps in "
         f"{outcome.ppo.wall_seconds:.0f} s; ONNX parity {outcome.parity:.2e}"
+    )
+
+
+def _fine_tune_cmd(
+    init_from: str | None,
+    trace_path: Path | None,
+    minutes: float | None,
+    out: Path,
+    run_dir: Path | None,
+    seed: int | None,
+    steps: int | None,
+    progress: bool,
+    conflicting: list[str],
+) -> None:
+    """``rlscale train --init-from MODEL --trace FILE``: see :func:`rlscale.training.finetune.fine_tune`."""
+    if init_from is None or trace_path is None:
+        missing = "--init-from" if init_from is None else "--trace"
+        raise click.UsageError(f"fine-tuning needs both --init-from MODEL and --trace FILE; {missing} is missing")
+    if conflicting:
+        raise click.UsageError(
+            f"{', '.join(conflicting)} cannot be combined with --init-from: fine-tuning uses the init model's own "
+            "training config, with the trace's training window as data"
+        )
+    if steps is not None and steps < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--steps")
+    from rlscale.policy.model import DEFAULT_MODEL_PATH, ModelMismatchError, PolicyModel
+    from rlscale.training.export import write_model
+    from rlscale.training.finetune import FineTuneError, fine_tune
+    from rlscale.training.workloads import TraceFormatError, load_trace
+
+    try:
+        init = PolicyModel.load(DEFAULT_MODEL_PATH if init_from == "default" else Path(init_from))
+    except ModelMismatchError as exc:
+        raise click.BadParameter(str(exc), param_hint="--init-from") from exc
+    try:
+        trace = load_trace(trace_path)
+    except TraceFormatError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trace") from exc
+    seed = 0 if seed is None else seed
+    run_dir = run_dir if run_dir is not None else Path("runs") / f"finetune-{trace.name}-seed{seed}"
+    click.echo(f"fine-tuning {init.source} on {trace.name}'s training window, seed {seed}, logs in {run_dir}", err=True)
+    try:
+        data = fine_tune(init, trace, minutes=minutes, seed=seed, steps=steps, run_dir=run_dir, progress=progress)
+    except FineTuneError as exc:
+        raise click.ClickException(str(exc)) from exc
+    write_model(out, data)
+    done = PolicyModel.from_bytes(data).training["fine_tune"]
+    rows = done["trace"]["rows"]
+    click.echo(
+        f"wrote {out} ({len(data) / 1024:.1f} KiB): {done['steps_done']} steps ({done['updates']} updates, "
+        f"{done['critic_only_updates']} critic-only) on rows {rows[0]}-{rows[1]} of {trace.name} in "
+        f"{done['wall_seconds']:.0f} s (budget {done['budget_seconds']:.0f} s, stopped by {done['stopped_by']})"
     )
 
 
@@ -278,6 +366,13 @@ def evaluate_cmd(
     "--frontier", is_flag=True, help="Add the tuned policy, HPA frontiers, oracles and cost at matched SLO per trace."
 )
 @click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=lambda: min(os.cpu_count() or 1, 4),
+    show_default="CPU cores, at most 4",
+    help="Traces evaluated at once, in worker processes.",
+)
+@click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -292,6 +387,7 @@ def evaluate_all_cmd(
     update_doc: Path | None,
     as_json: bool,
     frontier: bool,
+    jobs: int,
     plot: Path | None,
 ) -> None:
     """Every trace in a folder: the learned policy vs tuned baselines (with --frontier: cost at matched SLO)."""
@@ -309,6 +405,7 @@ def evaluate_all_cmd(
         seeds=range(seeds),
         criterion=tune_by,  # type: ignore[arg-type]
         frontier=frontier,
+        jobs=jobs,
         progress=lambda msg: click.echo(msg, err=True),
     )
     if plot is not None:

@@ -306,6 +306,7 @@ class PpoResult:
     history: list[UpdateStats] = field(default_factory=list)
     wall_seconds: float = 0.0
     global_step: int = 0
+    stopped_early: bool = False  # ``on_update`` asked to stop before ``cfg.n_updates``
 
 
 def _obs(x: Any) -> FloatArray:
@@ -405,7 +406,7 @@ def run_ppo(
     out_dir: Path | None = None,
     progress: bool = True,
     tensorboard: bool = True,
-    on_update: Callable[[UpdateStats, ActorCritic], None] | None = None,
+    on_update: Callable[[UpdateStats, ActorCritic], bool | None] | None = None,
     checkpoint_info: dict[str, Any] | None = None,
     model: ActorCritic | None = None,
     critic_only_updates: int = 0,
@@ -415,7 +416,9 @@ def run_ppo(
     With ``out_dir`` set, writes ``progress.csv``, ``tensorboard/`` and
     ``checkpoints/update_NNNNN.pt`` (every ``cfg.checkpoint_every`` updates and at the end),
     each carrying ``checkpoint_info`` (the provenance an export from it will record).
-    ``on_update(stats, model)`` is called after every update (benchmarks snapshot the model).
+    ``on_update(stats, model)`` is called after every update (benchmarks snapshot the model);
+    if it returns True, training stops there — the hook a wall-clock budget uses
+    (:mod:`rlscale.training.finetune`), checked between updates so that no update is cut in half.
     ``model`` continues from a given (e.g. warm-started) network; for its first
     ``critic_only_updates`` updates only the critic learns.
     """
@@ -548,15 +551,17 @@ def run_ppo(
             )
             result.history.append(stats)
             logger.log(stats)
-            if on_update is not None:
-                on_update(stats, model)
+            halt = bool(on_update(stats, model)) if on_update is not None else False
             if bar is not None:
                 bar.update(cfg.batch_size)
                 bar.set_postfix(reward=f"{stats.mean_step_reward:.3f}", entropy=f"{stats.entropy:.2f}")
-            last = update == cfg.n_updates
+            last = update == cfg.n_updates or halt
             if out_dir is not None and ((cfg.checkpoint_every and update % cfg.checkpoint_every == 0) or last):
                 path = out_dir / "checkpoints" / f"update_{update:05d}.pt"
                 save_checkpoint(path, model, optimizer, cfg, update, global_step, checkpoint_info)
+            if halt and update < cfg.n_updates:
+                result.stopped_early = True
+                break
     finally:
         if bar is not None:
             bar.close()

@@ -152,3 +152,50 @@ class TrainConfig(BaseModel):
         description="Clone an HPA teacher (on the generated training load) before PPO; None starts PPO from a random "
         "policy.",
     )
+
+
+class FineTuneConfig(BaseModel):
+    """Continue PPO from a trained model on one workload's training window (:mod:`rlscale.training.finetune`).
+
+    Everything else — the simulated service, γ, λ, clipping, minibatches, the network's
+    widths — comes from the init model's own training config, so a fine-tune changes the
+    data and the step size, not the problem. Defaults and why are in docs/training.md
+    ("Fine-tuning on one workload").
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    total_steps: int = Field(
+        1_048_576, ge=1, description="Environment steps planned (the learning rate anneals over these)."
+    )
+    minutes: float = Field(
+        5.0,
+        gt=0,
+        description="Wall-clock budget; PPO stops after the update that crosses it (checked between updates)",
+    )
+    learning_rate: float = Field(
+        1e-4, gt=0, lt=1, description="Peak learning rate, a third of training's: a nudge to a good policy, not a redo."
+    )
+    ent_coef: float = Field(
+        0.001,
+        ge=0,
+        description="Constant entropy bonus: training's final value. Restarting at training's initial 0.01 would push "
+        "the sharp, argmax-ready policy back towards uniform.",
+    )
+    critic_warmup_updates: int = Field(
+        20, ge=0, description="First updates train only the fresh critic (the ONNX file holds no critic)."
+    )
+    trace_share: float = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description="Share of episodes drawn from the trace's training window; the rest replay the generated mix, so "
+        "that load shapes the window lacks (surges, ramps) are not forgotten.",
+    )
+    n_generated: int = Field(7, ge=0, description="Generated series (one per pattern) in the rest.")
+
+    @model_validator(mode="after")
+    def _generated_if_shared(self) -> FineTuneConfig:
+        if self.trace_share < 1 and self.n_generated == 0:
+            raise ValueError("trace_share < 1 needs n_generated > 0 (the rest of the episodes are generated load)")
+        return self

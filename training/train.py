@@ -203,7 +203,7 @@ def train(
     *,
     progress: bool = True,
     tensorboard: bool = True,
-    on_update: Callable[[UpdateStats, ActorCritic], None] | None = None,
+    on_update: Callable[[UpdateStats, ActorCritic], bool | None] | None = None,
 ) -> TrainOutcome:
     """Train a policy from scratch on the configured data and export it (not written anywhere).
 
