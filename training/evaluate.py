@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -402,6 +403,16 @@ def _add_frontier(evaluation: Evaluation, sim: SimConfig, reported: Trace) -> No
 # --------------------------------------------------------------------------- all traces
 
 
+def _evaluate_one(
+    path: Any, model_paths: Sequence[str], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """One trace of :func:`evaluate_all`, in a worker process (models travel as paths: sessions do not pickle)."""
+    from rlscale.training.workloads import load_trace
+
+    models = [PolicyModel.load(p) for p in model_paths]
+    return evaluate(load_trace(path), models=models, **kwargs).report()
+
+
 def evaluate_all(
     trace_paths: Sequence[Any],
     models: Sequence[PolicyModel],
@@ -411,34 +422,47 @@ def evaluate_all(
     seeds: Sequence[int] = (0, 1, 2),
     criterion: TuneCriterion = "reward",
     frontier: bool = False,
+    jobs: int = 1,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Every policy on ``window`` of every trace; the model policies once per model.
 
     With ``frontier``, ``tuned`` joins the policies and every trace gets its HPA frontier,
-    oracle and each policy's cost at matched SLO (:func:`evaluate`).
+    oracle and each policy's cost at matched SLO (:func:`evaluate`). ``jobs`` > 1 evaluates
+    that many traces at once in worker processes (the results are the same: every run is
+    seeded, nothing is shared).
     """
-    from rlscale.training.workloads import load_trace
-
     if not trace_paths:
         raise ValueError("no trace files to evaluate")
     policies: tuple[PolicyName, ...] = ALL_POLICY_NAMES if frontier else POLICY_NAMES
-    traces = []
-    for path in trace_paths:
-        trace = load_trace(path)
-        if progress is not None:
-            progress(f"evaluating {trace.name} [{window}] ...")
-        ev = evaluate(
-            trace,
-            sim=sim,
-            policies=policies,
-            models=models,
-            window=window,
-            seeds=seeds,
-            criterion=criterion,
-            frontier=frontier,
-        )
-        traces.append(ev.report())
+    kwargs: dict[str, Any] = {
+        "sim": sim,
+        "policies": policies,
+        "window": window,
+        "seeds": tuple(seeds),
+        "criterion": criterion,
+        "frontier": frontier,
+    }
+    model_paths = [m.source for m in models]
+    if jobs > 1 and len(trace_paths) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        # Longest first, so the last worker does not start the week-long trace alone.
+        order = sorted(range(len(trace_paths)), key=lambda i: -Path(trace_paths[i]).stat().st_size)
+        with ProcessPoolExecutor(min(jobs, len(trace_paths)), mp_context=get_context("spawn")) as pool:
+            futures = {i: pool.submit(_evaluate_one, trace_paths[i], model_paths, kwargs) for i in order}
+            traces = []
+            for i in range(len(trace_paths)):
+                if progress is not None:
+                    progress(f"waiting for {Path(trace_paths[i]).stem} [{window}] ...")
+                traces.append(futures[i].result())
+    else:
+        traces = []
+        for path in trace_paths:
+            if progress is not None:
+                progress(f"evaluating {Path(path).stem} [{window}] ...")
+            traces.append(_evaluate_one(path, model_paths, kwargs))
     return {
         "window": window,
         "seeds": len(seeds),

@@ -80,13 +80,13 @@ def test_tuned_baselines_cannot_see_the_test_window(monkeypatch: pytest.MonkeyPa
     wild = base.copy()
     wild[420:] *= np.where(np.arange(180) % 20 < 10, 8.0, 0.1)  # flash crowds only after the training window
     played: list[tuple[str, int, int]] = []
-    real = ev.run_episodes
+    real = ev.run_controllers
 
-    def spy(sim, load, fns, seed=0, **kw):  # type: ignore[no-untyped-def]
+    def spy(sim, load, controllers, seed=0, **kw):  # type: ignore[no-untyped-def]
         played.append((load.window, load.first_row, load.first_row + len(load)))
-        return real(sim, load, fns, seed, **kw)
+        return real(sim, load, controllers, seed, **kw)
 
-    monkeypatch.setattr(ev, "run_episodes", spy)
+    monkeypatch.setattr(ev, "run_controllers", spy)
     sim = SimConfig()
     chosen = {}
     for label, values in (("calm", calm), ("wild", wild)):
