@@ -259,7 +259,8 @@ def _sim_config(path: Path | None) -> SimConfig:
     "policies",
     multiple=True,
     type=click.Choice(["learned", "tuned", "hpa", "static", "heuristic"]),
-    help="Repeatable; default: learned, hpa, static, heuristic (tuned = learned until fine-tuning exists).",
+    help="Repeatable; default: learned, hpa, static, heuristic (tuned = the model fine-tuned on the trace's "
+    "training window, a few minutes per model).",
 )
 @click.option("--model", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: shipped model.")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
@@ -273,6 +274,15 @@ def _sim_config(path: Path | None) -> SimConfig:
 )
 @click.option("--sim-config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option(
+    "--tune-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Wall-clock budget of each fine-tune for --policy tuned (default: rlscale train --init-from's).",
+)
+@click.option(
+    "--tune-steps", type=click.IntRange(min=1), default=None, help="Steps of each fine-tune (default: its own)."
+)
 @click.option(
     "--frontier",
     is_flag=True,
@@ -294,6 +304,8 @@ def evaluate_cmd(
     tune_by: str,
     sim_config: Path | None,
     as_json: bool,
+    tune_minutes: float | None,
+    tune_steps: int | None,
     frontier: bool,
     plot: Path | None,
 ) -> None:
@@ -317,6 +329,8 @@ def evaluate_cmd(
         seeds=range(seeds),
         criterion=tune_by,  # type: ignore[arg-type]
         frontier=frontier,
+        tune_minutes=tune_minutes,
+        tune_steps=tune_steps,
     )
     report = result.report()
     if plot is not None:
@@ -366,6 +380,15 @@ def evaluate_cmd(
     "--frontier", is_flag=True, help="Add the tuned policy, HPA frontiers, oracles and cost at matched SLO per trace."
 )
 @click.option(
+    "--tune-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Wall-clock budget of each fine-tune for --policy tuned (default: rlscale train --init-from's).",
+)
+@click.option(
+    "--tune-steps", type=click.IntRange(min=1), default=None, help="Steps of each fine-tune (default: its own)."
+)
+@click.option(
     "--jobs",
     type=click.IntRange(min=1),
     default=lambda: min(os.cpu_count() or 1, 4),
@@ -386,6 +409,8 @@ def evaluate_all_cmd(
     tune_by: str,
     update_doc: Path | None,
     as_json: bool,
+    tune_minutes: float | None,
+    tune_steps: int | None,
     frontier: bool,
     jobs: int,
     plot: Path | None,
@@ -406,6 +431,8 @@ def evaluate_all_cmd(
         criterion=tune_by,  # type: ignore[arg-type]
         frontier=frontier,
         jobs=jobs,
+        tune_minutes=tune_minutes,
+        tune_steps=tune_steps,
         progress=lambda msg: click.echo(msg, err=True),
     )
     if plot is not None:

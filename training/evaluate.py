@@ -42,13 +42,7 @@ ALL_POLICY_NAMES: tuple[PolicyName, ...] = ("learned", "tuned", "hpa", "static",
 POLICY_NAMES: tuple[PolicyName, ...] = ("learned", "hpa", "static", "heuristic")
 #: Policies that run a model (once per model given).
 MODEL_POLICIES: tuple[str, ...] = ("learned", "tuned")
-#: What ``tuned`` is until per-workload fine-tuning exists: said in its JSON, never hidden.
-TUNED_NOTE = (
-    "not fine-tuned: per-workload fine-tuning (rlscale train --init-from) is not built yet, "
-    "so 'tuned' runs the learned model unchanged"
-)
 TuneCriterion = Literal["reward", "slo"]
-
 #: The metrics reported per policy, in report order.
 METRICS: tuple[str, ...] = (
     "slo_violation_minutes",
@@ -265,6 +259,7 @@ class PolicyRun:
     tuned: Tuned | None = None
     models: list[str] = field(default_factory=list)
     matched: dict[str, Any] = field(default_factory=dict)  # cost at matched SLO (with --frontier)
+    fine_tune: list[dict[str, Any]] = field(default_factory=list)  # ``tuned``: what each fine-tune did
 
     def report(self) -> dict[str, Any]:
         out: dict[str, Any] = aggregate(self.per_seed)
@@ -274,9 +269,8 @@ class PolicyRun:
         else:
             out["baseline"] = self.config.baseline.kind
         if self.name == "tuned":
-            out["fine_tuned"] = False
-            out["tuned_equals_learned"] = True
-            out["note"] = TUNED_NOTE
+            out["fine_tuned"] = True
+            out["fine_tune"] = list(self.fine_tune)
         if self.tuned is not None:
             out["tuning"] = self.tuned.summary()
         out.update(self.matched)
@@ -324,6 +318,8 @@ def evaluate(
     criterion: TuneCriterion = "reward",
     split: tuple[float, float, float] = (0.7, 0.15, 0.15),
     frontier: bool = False,
+    tune_minutes: float | None = None,
+    tune_steps: int | None = None,
 ) -> Evaluation:
     """Run ``policies`` on ``window`` of ``trace`` over ``seeds``, baselines tuned on its training window.
 
@@ -333,6 +329,10 @@ def evaluate(
     models and seeds. With ``frontier``, the HPA grid of :mod:`rlscale.training.frontier`
     and the static grid are replayed on ``window`` under the same seeds, the clairvoyant
     oracle is computed, and every policy gets its cost at matched SLO.
+
+    ``tuned`` is each model fine-tuned on ``split.train`` of this trace
+    (:func:`rlscale.training.finetune.fine_tune`, default budget unless ``tune_minutes`` /
+    ``tune_steps`` say otherwise): the same right the baselines get, on the same rows.
     """
     if not policies:
         raise ValueError("policies: name at least one of " + ", ".join(ALL_POLICY_NAMES))
@@ -347,18 +347,25 @@ def evaluate(
     entries: list[tuple[str, DecisionConfig, PolicyModel | None]] = []
     tuned: dict[str, Tuned] = {}
     for name in dict.fromkeys(policies):
-        if name == "learned" or name == "tuned":
+        if name == "learned":
             cfg = decision_config(sim, BaselineConfig(kind="hpa"), learned=True)
             entries += [(name, cfg, m) for m in models]
+        elif name == "tuned":
+            cfg = decision_config(sim, BaselineConfig(kind="hpa"), learned=True)
+            fine = _fine_tuned(models, windows.train, tune_minutes, tune_steps)
+            entries += [(name, cfg, m) for m in fine]
         else:
             tuned[name] = tune_baseline(name, sim, windows.train, seeds=tune_seeds, criterion=criterion)
             entries.append((name, decision_config(sim, tuned[name].chosen), None))
     runs: dict[str, PolicyRun] = {}
     for run_name, cfg, _ in entries:
         runs.setdefault(run_name, PolicyRun(run_name, cfg, [], [], tuned.get(run_name)))
-    for model_policy in MODEL_POLICIES:
-        if model_policy in runs:
-            runs[model_policy].models.extend(m.source for m in models)
+    for run_name, _, model in entries:
+        if model is not None:
+            runs[run_name].models.append(model.source)
+            if run_name == "tuned":
+                ft = model.training.get("fine_tune", {})
+                runs[run_name].fine_tune.append({k: ft.get(k) for k in ("steps_done", "wall_seconds", "stopped_by")})
     played = play(sim, reported, [(cfg, model) for _, cfg, model in entries], seeds)
     for k in range(len(seeds)):  # seed-major, as the spread and the per-seed matching expect
         for (run_name, _, _), logs in zip(entries, played, strict=True):
@@ -368,6 +375,20 @@ def evaluate(
     if frontier:
         _add_frontier(result, sim, reported)
     return result
+
+
+def _fine_tuned(
+    models: Sequence[PolicyModel], train: Trace, minutes: float | None, steps: int | None
+) -> list[PolicyModel]:
+    """Each model fine-tuned on ``train`` (a training window: ``fine_tune`` refuses any other), seed = its index."""
+    from rlscale.training.finetune import fine_tune
+
+    return [
+        PolicyModel.from_bytes(
+            fine_tune(m, train, minutes=minutes, steps=steps, seed=i), source=f"tuned:{train.name}:{m.source}"
+        )
+        for i, m in enumerate(models)
+    ]
 
 
 def _add_frontier(evaluation: Evaluation, sim: SimConfig, reported: Trace) -> None:
@@ -403,9 +424,7 @@ def _add_frontier(evaluation: Evaluation, sim: SimConfig, reported: Trace) -> No
 # --------------------------------------------------------------------------- all traces
 
 
-def _evaluate_one(
-    path: Any, model_paths: Sequence[str], kwargs: dict[str, Any]
-) -> dict[str, Any]:
+def _evaluate_one(path: Any, model_paths: Sequence[str], kwargs: dict[str, Any]) -> dict[str, Any]:
     """One trace of :func:`evaluate_all`, in a worker process (models travel as paths: sessions do not pickle)."""
     from rlscale.training.workloads import load_trace
 
@@ -423,6 +442,8 @@ def evaluate_all(
     criterion: TuneCriterion = "reward",
     frontier: bool = False,
     jobs: int = 1,
+    tune_minutes: float | None = None,
+    tune_steps: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Every policy on ``window`` of every trace; the model policies once per model.
@@ -442,6 +463,8 @@ def evaluate_all(
         "seeds": tuple(seeds),
         "criterion": criterion,
         "frontier": frontier,
+        "tune_minutes": tune_minutes,
+        "tune_steps": tune_steps,
     }
     model_paths = [m.source for m in models]
     if jobs > 1 and len(trace_paths) > 1:

@@ -92,7 +92,18 @@ def frontier_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     trace = folder / "bursty.csv"
     values = generate("bursty", 800, 3).values
     trace.write_text("t_seconds,value\n" + "".join(f"{60 * i},{v:.3f}\n" for i, v in enumerate(values)))
-    args = ["--trace", str(trace), "--model", str(model), "--seeds", "2", "--frontier", "--json"]
+    args = [
+        "--trace",
+        str(trace),
+        "--model",
+        str(model),
+        "--seeds",
+        "2",
+        "--frontier",
+        "--json",
+        "--tune-steps",
+        "4096",
+    ]
     for p in ("learned", "tuned", "hpa", "static", "heuristic"):
         args += ["--policy", p]
     result = CliRunner().invoke(evaluate_cmd, args)
@@ -115,7 +126,8 @@ def test_frontier_json_schema(frontier_report: dict) -> None:
         if run["cost_ratio"] is not None:
             assert run["cost_ratio"] == pytest.approx(run["replica_hours"] / run["matched_hpa_replica_hours"])
     tuned = r["policies"]["tuned"]
-    assert tuned["tuned_equals_learned"] is True and tuned["fine_tuned"] is False and "not fine-tuned" in tuned["note"]
+    assert tuned["fine_tuned"] is True and tuned["models"][0].startswith("tuned:bursty:")
+    assert [f["steps_done"] for f in tuned["fine_tune"]] == [4096]
 
 
 def test_no_policy_run_beats_the_oracle(frontier_report: dict) -> None:
