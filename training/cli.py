@@ -370,6 +370,13 @@ def evaluate_cmd(
 @click.option("--window", type=click.Choice(["train", "validation", "test", "all"]), default="test", show_default=True)
 @click.option("--tune-by", type=click.Choice(["reward", "slo"]), default="reward", show_default=True)
 @click.option(
+    "--policy",
+    "policies",
+    multiple=True,
+    type=click.Choice(["learned", "tuned", "hpa", "static", "heuristic"]),
+    help="Repeatable; default: learned, hpa, static, heuristic (add tuned: it fine-tunes every model per trace).",
+)
+@click.option(
     "--update-doc",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
@@ -407,6 +414,7 @@ def evaluate_all_cmd(
     seeds: int,
     window: str,
     tune_by: str,
+    policies: tuple[str, ...],
     update_doc: Path | None,
     as_json: bool,
     tune_minutes: float | None,
@@ -416,7 +424,7 @@ def evaluate_all_cmd(
     plot: Path | None,
 ) -> None:
     """Every trace in a folder: the learned policy vs tuned baselines (with --frontier: cost at matched SLO)."""
-    from rlscale.training.evaluate import evaluate_all
+    from rlscale.training.evaluate import POLICY_NAMES, evaluate_all
     from rlscale.training.report import render_markdown
     from rlscale.training.workloads import traces_dir as default_traces_dir
 
@@ -430,6 +438,7 @@ def evaluate_all_cmd(
         seeds=range(seeds),
         criterion=tune_by,  # type: ignore[arg-type]
         frontier=frontier,
+        policies=policies or POLICY_NAMES,  # type: ignore[arg-type]
         jobs=jobs,
         tune_minutes=tune_minutes,
         tune_steps=tune_steps,

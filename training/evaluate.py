@@ -441,6 +441,7 @@ def evaluate_all(
     seeds: Sequence[int] = (0, 1, 2),
     criterion: TuneCriterion = "reward",
     frontier: bool = False,
+    policies: Sequence[PolicyName] = POLICY_NAMES,
     jobs: int = 1,
     tune_minutes: float | None = None,
     tune_steps: int | None = None,
@@ -448,17 +449,17 @@ def evaluate_all(
 ) -> dict[str, Any]:
     """Every policy on ``window`` of every trace; the model policies once per model.
 
-    With ``frontier``, ``tuned`` joins the policies and every trace gets its HPA frontier,
-    oracle and each policy's cost at matched SLO (:func:`evaluate`). ``jobs`` > 1 evaluates
+    With ``frontier`` every trace gets its HPA frontier, oracle and each policy's cost at
+    matched SLO (:func:`evaluate`). ``tuned`` is opt-in (in ``policies``): it fine-tunes
+    every model on every trace, minutes each. ``jobs`` > 1 evaluates
     that many traces at once in worker processes (the results are the same: every run is
     seeded, nothing is shared).
     """
     if not trace_paths:
         raise ValueError("no trace files to evaluate")
-    policies: tuple[PolicyName, ...] = ALL_POLICY_NAMES if frontier else POLICY_NAMES
     kwargs: dict[str, Any] = {
         "sim": sim,
-        "policies": policies,
+        "policies": tuple(policies),
         "window": window,
         "seeds": tuple(seeds),
         "criterion": criterion,

@@ -194,9 +194,10 @@ def test_evaluate_all_frontier_reports_cost_at_matched_slo_and_updates_the_doc(t
     doc = tmp_path / "evaluation.md"
     doc.write_text("# Title\n\nintro\n\n<!-- results:begin -->\nold\n<!-- results:end -->\n\nafter\n")
     plot = tmp_path / "frontiers.png"
+    policies = [x for p in ("learned", "tuned", "hpa", "static", "heuristic") for x in ("--policy", p)]
     args = ["--traces-dir", str(folder), "--model", str(model), "--seeds", "1", "--update-doc", str(doc), "--json"]
     result = CliRunner().invoke(
-        evaluate_all_cmd, [*args, "--frontier", "--plot", str(plot), "--tune-steps", "4096", "--jobs", "2"]
+        evaluate_all_cmd, [*args, "--frontier", "--plot", str(plot), "--tune-steps", "4096", "--jobs", "2", *policies]
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output.splitlines()[-1])
