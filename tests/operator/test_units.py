@@ -87,7 +87,15 @@ def test_observation_unknown_stays_none_and_bad_values_are_dropped() -> None:
     obs, unknown = build_observation(
         1.0,
         view,
-        {0.0: {"cpu_usage": 0.25, "error_rate": 1.7, "request_rate": float("inf"), "latency_p99": -1.0, "in_flight": 4}},
+        {
+            0.0: {
+                "cpu_usage": 0.25,
+                "error_rate": 1.7,
+                "request_rate": float("inf"),
+                "latency_p99": -1.0,
+                "in_flight": 4,
+            }
+        },
     )
     assert obs.cpu_utilization == pytest.approx(0.5)
     assert obs.error_rate is None and obs.request_rate is None and obs.latency_p99_ms is None
