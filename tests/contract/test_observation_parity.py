@@ -119,9 +119,7 @@ def _deployment(cols: Mapping[str, float]) -> dict[str, Any]:
     }
 
 
-def _operator_observation(
-    prometheus: _FakePrometheus, cols: Mapping[str, float], config: DecisionConfig
-) -> np.ndarray:
+def _operator_observation(prometheus: _FakePrometheus, cols: Mapping[str, float], config: DecisionConfig) -> np.ndarray:
     """The operator's path: Deployment → view, Prometheus answers → reader → observation → encoding."""
     prometheus.now = cols["timestamp"]
     prometheus.answers = _prometheus_units(cols)
