@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Static checks: ruff (lint + format), mypy (strict for policy/), import-linter contracts
-# (policy imports nothing of ours; the operator never imports training; the top-level and operator/ layers),
-# shellcheck.
+# (policy imports nothing of ours; the operator never imports training; the top-level and operator/ layers)
+# and shellcheck on every shell script.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
