@@ -32,7 +32,7 @@ from rlscale.operator.observe import build_observation, deployment_view
 from rlscale.operator.prometheus import Endpoint, PrometheusReader
 from rlscale.operator.queries import SIGNALS, Target, build_queries
 from rlscale.policy.decide import DecisionConfig
-from rlscale.policy.observation import METRIC_FIELDS, SIGNAL_READS
+from rlscale.policy.observation import FIELD_SOURCES, METRIC_FIELDS, SIGNAL_READS
 from rlscale.policy.spec import FEATURE_NAMES, encode_matrix
 from rlscale.training.sim import VectorSim
 from rlscale.training.sim_config import SimConfig
@@ -53,8 +53,12 @@ def _prometheus_units(cols: Mapping[str, float]) -> dict[float, dict[str, float]
         "latency_p99": cols["latency_p99_ms"] / 1000.0,
         "in_flight": cols["queue_per_replica"] * ready,  # whole Deployment
     }
-    before = {"request_rate": cols["request_rate_prev"], "latency_p99": cols["latency_p99_prev_ms"] / 1000.0}
-    return {0.0: now, 300.0: before}
+    out = {0.0: now, 300.0: {"latency_p99": cols["latency_p99_prev_ms"] / 1000.0}}
+    # Every lagged request rate: the same signal (requests per second), evaluated that long ago.
+    for name, src in FIELD_SOURCES.items():
+        if src.kind == "lagged" and src.lag_of == "request_rate":
+            out.setdefault(src.offset_s, {})["request_rate"] = cols[name]
+    return out
 
 
 class _FakePrometheus:
