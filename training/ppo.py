@@ -16,6 +16,7 @@ turns a config into an exported model live in :mod:`rlscale.training.train`.
 from __future__ import annotations
 
 import csv
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from rlscale.training.ppo_config import PpoConfig
+from rlscale.training.ppo_config import PpoConfig, SloConstraint
 
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
@@ -240,6 +241,23 @@ def ppo_loss(
 # --------------------------------------------------------------------------- loop
 
 
+def constrained_reward(
+    info: dict[str, Any], lam: float, c: SloConstraint
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The Lagrangian reward of one step and its violation indicator, from the simulator's ``info``."""
+    violated = np.asarray(info["slo_violated"], dtype=np.float64)
+    cost = np.asarray(info["cpu_allocated_m"], dtype=np.float64) / 1000.0 * c.cost_per_core
+    changes = c.replica_change * np.asarray(info["replicas_changed"], dtype=np.float64)
+    changes += c.limit_change * np.asarray(info["limits_changed"], dtype=np.float64)
+    return -cost - lam * violated - changes, violated
+
+
+def dual_step(lam: float, violation_rate: float, c: SloConstraint) -> float:
+    """One dual-ascent step on λ, in log space (λ spans orders of magnitude), within (0, lambda_max]."""
+    step = c.lambda_lr * (violation_rate - c.violation_rate) / c.violation_rate
+    return float(min(max(lam * math.exp(max(min(step, 1.0), -1.0)), 1e-6), c.lambda_max))
+
+
 def seed_everything(seed: int) -> np.random.Generator:
     """Seed Python, numpy and torch; returns the numpy generator PPO uses for minibatches."""
     random.seed(seed)
@@ -292,6 +310,8 @@ class UpdateStats:
     episode_return: float | None
     episodes: int
     steps_per_second: float
+    slo_violation_rate: float | None = None  # with an SLO constraint: the rollout's share of violating intervals
+    slo_lambda: float | None = None  # … and the multiplier after this update's dual step
 
     def row(self) -> dict[str, float | int | str]:
         out: dict[str, float | int | str] = {}
@@ -437,6 +457,8 @@ def run_ppo(
     next_mask = np.asarray(env.action_masks(), dtype=bool)
     ep_return = np.zeros(cfg.n_envs)
     scaler = RewardScaler(cfg.n_envs, cfg.gamma) if cfg.norm_reward else None
+    constraint = cfg.slo_constraint
+    lam = constraint.lambda_init if constraint is not None else 0.0
     start = time.perf_counter()
     global_step = 0
     bar = None
@@ -457,6 +479,7 @@ def run_ppo(
             if cfg.temperature_final is not None:
                 temperature += (cfg.temperature_final - 1.0) * progress_frac
             finished: list[float] = []
+            violations = 0.0
             t0 = time.perf_counter()
             # ---- rollout
             model.eval()
@@ -471,6 +494,9 @@ def run_ppo(
                 buf.actions[t] = action.numpy()
                 obs, reward, terminated, truncated, info = env.step(buf.actions[t])
                 reward = np.asarray(reward, dtype=np.float64)
+                if constraint is not None:
+                    reward, violated = constrained_reward(info, lam, constraint)
+                    violations += float(violated.sum())
                 terminated = np.asarray(terminated, dtype=bool)
                 truncated = np.asarray(truncated, dtype=bool)
                 ep_return += reward
@@ -489,6 +515,9 @@ def run_ppo(
                     ep_return[i] = 0.0
                 next_obs, next_mask = _obs(obs), np.asarray(env.action_masks(), dtype=bool)
             global_step += cfg.batch_size
+            violation_rate = violations / cfg.batch_size
+            if constraint is not None:
+                lam = dual_step(lam, violation_rate, constraint)
             with torch.no_grad():
                 last_values = model.value(torch.from_numpy(next_obs)).numpy()
             adv, returns = compute_gae(buf.rewards, buf.values, buf.dones, last_values, cfg.gamma, cfg.gae_lambda)
@@ -548,6 +577,8 @@ def run_ppo(
                 episode_return=float(np.mean(finished)) if finished else None,
                 episodes=len(finished),
                 steps_per_second=cfg.batch_size / max(time.perf_counter() - t0, 1e-9),
+                slo_violation_rate=violation_rate if constraint is not None else None,
+                slo_lambda=lam if constraint is not None else None,
             )
             result.history.append(stats)
             logger.log(stats)

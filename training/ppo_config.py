@@ -13,6 +13,27 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rlscale.training.sim_config import SimConfig
 
 
+class SloConstraint(BaseModel):
+    """The SLO as a constraint (Lagrangian PPO) instead of a weighted penalty.
+
+    The policy is trained on ``−cost − λ·violated − change penalties`` and the multiplier
+    λ follows the constraint by dual ascent after every update: up when the rollout's share
+    of SLO-violating intervals exceeds ``violation_rate``, down when it is below. So the
+    policy minimises cost *subject to* a violation budget rather than at a fixed exchange
+    rate, the question cost-at-matched-SLO asks (docs/evaluation.md).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    violation_rate: float = Field(0.003, gt=0, lt=1, description="Allowed share of intervals that break the SLO.")
+    lambda_init: float = Field(5.0, gt=0, description="Initial penalty per violating interval.")
+    lambda_lr: float = Field(0.05, gt=0, le=1, description="Dual step, in log-space, per update.")
+    lambda_max: float = Field(1e4, gt=0)
+    cost_per_core: float = Field(0.05, gt=0, description="Reward cost of one allocated CPU core for one interval.")
+    replica_change: float = Field(0.02, ge=0, description="Penalty for an interval whose replica count changed.")
+    limit_change: float = Field(0.2, ge=0, description="Penalty for a limit change (it restarts pods).")
+
+
 class PpoConfig(BaseModel):
     """The clipped-objective PPO of CleanRL's ``ppo.py``, with invalid-action masking.
 
@@ -66,6 +87,9 @@ class PpoConfig(BaseModel):
         1, ge=1, le=64, description="Intra-op threads; the nets are tiny, so one thread beats contention."
     )
     checkpoint_every: int = Field(25, ge=0, description="Save a checkpoint every this many updates (0: only at end).")
+    slo_constraint: SloConstraint | None = Field(
+        None, description="Train on cost subject to an SLO-violation budget (Lagrangian) instead of the env's reward."
+    )
 
     @model_validator(mode="after")
     def _batch_divides(self) -> PpoConfig:

@@ -12,13 +12,15 @@ from rlscale.training.ppo import (
     ActorCritic,
     RewardScaler,
     compute_gae,
+    constrained_reward,
+    dual_step,
     masked_entropy,
     masked_log_probs,
     ppo_loss,
     run_ppo,
     sample_actions,
 )
-from rlscale.training.ppo_config import PpoConfig
+from rlscale.training.ppo_config import PpoConfig, SloConstraint
 from rlscale.training.train import REPLICA_ONLY, clone_actor, hpa_actions
 
 
@@ -219,3 +221,50 @@ def test_a_cooler_policy_is_sharper_but_keeps_the_argmax() -> None:
     warm, cool = masked_log_probs(logits, mask), masked_log_probs(logits / 0.25, mask)
     assert warm.argmax() == cool.argmax() == 1
     assert masked_entropy(cool, mask) < masked_entropy(warm, mask)
+
+
+def test_the_slo_multiplier_rises_over_budget_falls_under_it_and_stays_bounded() -> None:
+    c = SloConstraint(violation_rate=0.01, lambda_init=5.0, lambda_lr=0.1, lambda_max=50.0)
+    assert dual_step(5.0, 0.03, c) > 5.0 > dual_step(5.0, 0.0, c)
+    assert dual_step(5.0, 0.01, c) == pytest.approx(5.0)
+    lam = 5.0
+    for _ in range(200):
+        lam = dual_step(lam, 1.0, c)  # far over budget: bounded, one e-fold per step at most
+    assert lam == 50.0
+    assert dual_step(1e-6, 0.0, c) >= 1e-6
+
+
+def test_the_constrained_reward_charges_cores_violations_and_changes() -> None:
+    c = SloConstraint(cost_per_core=0.1, replica_change=0.02, limit_change=0.2)
+    info = {
+        "slo_violated": np.array([False, True, False]),
+        "cpu_allocated_m": np.array([2000.0, 2000.0, 500.0]),
+        "replicas_changed": np.array([False, False, True]),
+        "limits_changed": np.array([False, False, True]),
+    }
+    reward, violated = constrained_reward(info, 3.0, c)
+    assert list(violated) == [0.0, 1.0, 0.0]
+    assert reward == pytest.approx([-0.2, -0.2 - 3.0, -0.05 - 0.02 - 0.2])
+
+
+def test_ppo_with_an_slo_constraint_logs_its_multiplier_and_uses_the_constrained_reward() -> None:
+    class _Env(_MaskedBandit):
+        def step(self, actions: np.ndarray):  # type: ignore[no-untyped-def]
+            obs, reward, terminated, truncated, _ = super().step(actions)
+            info = {
+                "slo_violated": actions == 2,  # choosing 2 "breaks the SLO"
+                "cpu_allocated_m": np.where(actions == 1, 4000.0, 1000.0),  # choosing 1 costs more
+                "replicas_changed": np.zeros(self.n_envs, bool),
+                "limits_changed": np.zeros(self.n_envs, bool),
+            }
+            return obs, reward * 0.0 + 7.0, terminated, truncated, info  # the env's own reward is ignored
+
+    cfg = PpoConfig(
+        total_steps=2048, n_envs=4, n_steps=64, hidden=(8,), checkpoint_every=0,
+        slo_constraint=SloConstraint(violation_rate=0.05, lambda_init=1.0, lambda_lr=0.2),
+    )  # fmt: skip
+    result = run_ppo(_Env(4, seed=1), cfg, n_features=3, n_actions=4, seed=0, progress=False, tensorboard=False)
+    rows = result.history
+    assert all(r.slo_lambda is not None and r.slo_violation_rate is not None for r in rows)
+    assert rows[0].mean_step_reward < 0  # −cost − λ·violations, not the env's +7
+    assert rows[0].slo_violation_rate > 0.05 and rows[0].slo_lambda > 1.0  # over budget at first: λ rises
