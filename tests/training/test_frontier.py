@@ -171,3 +171,23 @@ def test_no_policy_beats_the_oracle_on_public_windows(name: str) -> None:
                 run.name,
                 seed,
             )
+
+
+def test_copy_env_makes_every_env_continue_exactly_as_the_source() -> None:
+    """After ``copy_env``, envs given the same targets produce the same step as the source env (no state missed)."""
+    from rlscale.training.sim import VectorSim
+
+    sim = SimConfig(metrics_missing_prob=0.1)
+    env = VectorSim(sim, generate("bursty", 300, 4).values, n_envs=3, fixed_start=True, common_noise=True, seed=2,
+                    autoreset=False, episode_steps=200)  # fmt: skip
+    env.reset()
+    for r in ([2, 5, 9], [3, 8, 1], [4, 4, 12]):  # diverge: pods, queues, limits, cooldown clocks
+        env.step_targets(np.array(r), np.array([1000, 1500, 750]), np.array([1024, 2048, 512]))
+    env.copy_env(1)
+    masks = env.action_masks()  # cooldown clocks and limits, as the mask sees them
+    assert (masks == masks[1]).all()
+    for _ in range(5):
+        obs, rew, _, _, info = env.step_targets(np.array([6, 6, 6]), np.array([1250] * 3), np.array([1024] * 3))
+        assert (obs == obs[1]).all() and (rew == rew[1]).all()
+        for key in ("latency_p99_ms", "backlog", "ready_replicas", "oom_kills", "error_rate"):
+            assert (info[key] == info[key][1]).all(), key
