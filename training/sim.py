@@ -351,18 +351,7 @@ class VectorSim:
         self, replicas: npt.ArrayLike, cpu_limit_m: npt.ArrayLike, memory_limit_mib: npt.ArrayLike
     ) -> tuple[npt.NDArray[np.float32], FloatArray, BoolArray, BoolArray, dict[str, Any]]:
         """Set replicas and limits directly (a decision that was already masked and enforced elsewhere)."""
-        self._check_ready()
-        shape = (self.n_envs,)
-        r = np.broadcast_to(np.asarray(replicas), shape).astype(np.int64)
-        c = np.broadcast_to(np.asarray(cpu_limit_m), shape).astype(np.int64)
-        m = np.broadcast_to(np.asarray(memory_limit_mib), shape).astype(np.int64)
-        for name, arr, lo in (("replicas", r, 0), ("cpu_limit_m", c, 1), ("memory_limit_mib", m, 1)):
-            if arr.min() < lo:
-                raise ValueError(f"{name}: must be >= {lo}, got {int(arr.min())}")
-        obs, rew, term, trunc, info = self._advance(r, c, m)
-        info["action"] = np.full(self.n_envs, -1, dtype=np.int64)
-        info["action_allowed"] = np.ones(self.n_envs, dtype=bool)
-        return obs, rew, term, trunc, info
+        return self._step_to(replicas, cpu_limit_m, memory_limit_mib, prestarted=False)
 
     def step_prestarted(
         self, replicas: npt.ArrayLike, cpu_limit_m: npt.ArrayLike, memory_limit_mib: npt.ArrayLike
@@ -374,12 +363,20 @@ class VectorSim:
         clairvoyant oracle (:mod:`rlscale.training.oracle`) uses it; its cost accounting bills
         the early start.
         """
+        return self._step_to(replicas, cpu_limit_m, memory_limit_mib, prestarted=True)
+
+    def _step_to(
+        self, replicas: npt.ArrayLike, cpu_limit_m: npt.ArrayLike, memory_limit_mib: npt.ArrayLike, *, prestarted: bool
+    ) -> tuple[npt.NDArray[np.float32], FloatArray, BoolArray, BoolArray, dict[str, Any]]:
         self._check_ready()
         shape = (self.n_envs,)
         r = np.broadcast_to(np.asarray(replicas), shape).astype(np.int64)
         c = np.broadcast_to(np.asarray(cpu_limit_m), shape).astype(np.int64)
         m = np.broadcast_to(np.asarray(memory_limit_mib), shape).astype(np.int64)
-        obs, rew, term, trunc, info = self._advance(r, c, m, prestarted=True)
+        for name, arr, lo in (("replicas", r, 0), ("cpu_limit_m", c, 1), ("memory_limit_mib", m, 1)):
+            if arr.min() < lo:
+                raise ValueError(f"{name}: must be >= {lo}, got {int(arr.min())}")
+        obs, rew, term, trunc, info = self._advance(r, c, m, prestarted=prestarted)
         info["action"] = np.full(self.n_envs, -1, dtype=np.int64)
         info["action_allowed"] = np.ones(self.n_envs, dtype=bool)
         return obs, rew, term, trunc, info
