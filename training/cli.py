@@ -252,6 +252,19 @@ def _sim_config(path: Path | None) -> SimConfig:
     return SimConfig() if path is None else load_model_file(path, SimConfig, "simulator config")
 
 
+def _tune_options(command: Any) -> Any:
+    """The fine-tune budget options of ``evaluate`` and ``evaluate-all`` (for ``--policy tuned``)."""
+    command = click.option(
+        "--tune-steps", type=click.IntRange(min=1), default=None, help="Steps of each fine-tune (default: its own)."
+    )(command)
+    return click.option(
+        "--tune-minutes",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="Wall-clock budget of each fine-tune for --policy tuned (default: rlscale train --init-from's).",
+    )(command)
+
+
 @click.command("evaluate")
 @click.option("--trace", "trace_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 @click.option(
@@ -274,15 +287,7 @@ def _sim_config(path: Path | None) -> SimConfig:
 )
 @click.option("--sim-config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-@click.option(
-    "--tune-minutes",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Wall-clock budget of each fine-tune for --policy tuned (default: rlscale train --init-from's).",
-)
-@click.option(
-    "--tune-steps", type=click.IntRange(min=1), default=None, help="Steps of each fine-tune (default: its own)."
-)
+@_tune_options
 @click.option(
     "--frontier",
     is_flag=True,
@@ -386,15 +391,7 @@ def evaluate_cmd(
 @click.option(
     "--frontier", is_flag=True, help="Add the tuned policy, HPA frontiers, oracles and cost at matched SLO per trace."
 )
-@click.option(
-    "--tune-minutes",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Wall-clock budget of each fine-tune for --policy tuned (default: rlscale train --init-from's).",
-)
-@click.option(
-    "--tune-steps", type=click.IntRange(min=1), default=None, help="Steps of each fine-tune (default: its own)."
-)
+@_tune_options
 @click.option(
     "--jobs",
     type=click.IntRange(min=1),
