@@ -48,7 +48,7 @@ from torch import nn
 from rlscale.policy.actions import N_ACTIONS
 from rlscale.policy.model import INPUT_NAME, META_SPEC_HASH, OUTPUT_NAME, PolicyModel
 from rlscale.policy.spec import N_FEATURES
-from rlscale.training.ppo import ActorCritic, PpoResult, UpdateStats, run_ppo, seed_everything
+from rlscale.training.ppo import ActorCritic, UpdateStats, seed_everything
 from rlscale.training.ppo_config import DataConfig, FineTuneConfig, PpoConfig, TrainConfig
 from rlscale.training.workloads import Trace, load_trace, training_mix
 
@@ -280,8 +280,7 @@ def fine_tune(
     was done.
     """
     from rlscale.training.export import export_actor
-    from rlscale.training.sim import VectorSim
-    from rlscale.training.train import training_info
+    from rlscale.training.train import run_training, training_info
 
     t_start = time.perf_counter()
     ft = config if config is not None else FineTuneConfig()
@@ -299,20 +298,15 @@ def fine_tune(
     def out_of_time(stats: UpdateStats, _model: ActorCritic) -> bool:
         return time.perf_counter() - t_start >= budget_s
 
-    torch.set_num_threads(cfg.ppo.torch_threads)
-    env = VectorSim(cfg.sim, loads, n_envs=cfg.ppo.n_envs, seed=cfg.seed)
-    result: PpoResult = run_ppo(
-        env,
-        cfg.ppo,
-        n_features=N_FEATURES,
-        n_actions=N_ACTIONS,
-        seed=cfg.seed,
+    result = run_training(
+        cfg,
+        loads,
+        data_provenance,
+        model=ac,
+        critic_only_updates=ft.critic_warmup_updates,
         out_dir=run_dir,
         progress=progress,
         tensorboard=run_dir is not None,
-        checkpoint_info={"seed": cfg.seed, "config": cfg.model_dump(mode="json"), "data": data_provenance},
-        model=ac,
-        critic_only_updates=ft.critic_warmup_updates,
         on_update=out_of_time,
     )
     info = training_info(cfg, data_provenance, result)

@@ -197,6 +197,44 @@ def warm_start(config: TrainConfig, loads: list[Any]) -> tuple[ActorCritic, dict
     }
 
 
+def run_training(
+    config: TrainConfig,
+    loads: list[Any],
+    data_provenance: dict[str, Any],
+    *,
+    model: ActorCritic | None,
+    critic_only_updates: int,
+    out_dir: Path | None,
+    progress: bool,
+    tensorboard: bool,
+    on_update: Callable[[UpdateStats, ActorCritic], bool | None] | None,
+) -> PpoResult:
+    """PPO in the simulator on ``loads`` with ``config``: what training and fine-tuning both run.
+
+    Checkpoints carry the seed, the resolved config and ``data_provenance``, so an export
+    from any of them records where it came from.
+    """
+    from rlscale.policy.actions import N_ACTIONS
+    from rlscale.policy.spec import N_FEATURES
+    from rlscale.training.sim import VectorSim
+
+    env = VectorSim(config.sim, loads, n_envs=config.ppo.n_envs, seed=config.seed)
+    return run_ppo(
+        env,
+        config.ppo,
+        n_features=N_FEATURES,
+        n_actions=N_ACTIONS,
+        seed=config.seed,
+        out_dir=out_dir,
+        progress=progress,
+        tensorboard=tensorboard,
+        checkpoint_info={"seed": config.seed, "config": config.model_dump(mode="json"), "data": data_provenance},
+        model=model,
+        critic_only_updates=critic_only_updates,
+        on_update=on_update,
+    )
+
+
 def train(
     config: TrainConfig,
     out_dir: Path | None = None,
@@ -211,10 +249,7 @@ def train(
     training windows of extra trace files. ``on_update`` is passed to :func:`run_ppo`
     (``bench/train_time.py`` snapshots the model through it).
     """
-    from rlscale.policy.actions import N_ACTIONS
-    from rlscale.policy.spec import N_FEATURES
     from rlscale.training.export import export_actor
-    from rlscale.training.sim import VectorSim
     from rlscale.training.workloads import training_mix
 
     d = config.data
@@ -225,19 +260,15 @@ def train(
     if config.warm_start is not None:
         model, warm_info = warm_start(config, list(mix.loads))
         critic_only = config.warm_start.critic_only_updates
-    env = VectorSim(config.sim, list(mix.loads), n_envs=config.ppo.n_envs, seed=config.seed)
-    result = run_ppo(
-        env,
-        config.ppo,
-        n_features=N_FEATURES,
-        n_actions=N_ACTIONS,
-        seed=config.seed,
+    result = run_training(
+        config,
+        list(mix.loads),
+        mix.provenance,
+        model=model,
+        critic_only_updates=critic_only,
         out_dir=out_dir,
         progress=progress,
         tensorboard=tensorboard,
-        checkpoint_info={"seed": config.seed, "config": config.model_dump(mode="json"), "data": mix.provenance},
-        model=model,
-        critic_only_updates=critic_only,
         on_update=on_update,
     )
     info = training_info(config, mix.provenance, result)
