@@ -140,6 +140,17 @@ class MaskResult:
         return np.where(self.allowed, self.targets[2], self._current[2])
 
 
+def step_rooms(limits: ScalingLimits, replicas: npt.NDArray[np.int64]) -> tuple[IntArray, IntArray]:
+    """How many pods one scale-up may add and one scale-down may remove from ``replicas``.
+
+    The pods or the percentage of the current count, whichever is more. The clairvoyant
+    oracle (``rlscale.training.oracle``) bills its schedule by the same rooms.
+    """
+    up = np.maximum(limits.max_scale_up_pods, np.ceil(replicas * (limits.max_scale_up_percent / 100.0)))
+    down = np.maximum(limits.max_scale_down_pods, np.floor(replicas * (limits.max_scale_down_percent / 100.0)))
+    return up.astype(np.int64), down.astype(np.int64)
+
+
 def check(
     limits: ScalingLimits,
     state: ScalingState,
@@ -159,10 +170,7 @@ def check(
 
     # Clamp replicas to the step limits, then to the bounds; a hold stays exactly a hold.
     # Rooms are (n, 1) and integer, so the (n, k) arithmetic below stays in int64.
-    up_room = np.maximum(limits.max_scale_up_pods, np.ceil(r * (limits.max_scale_up_percent / 100.0))).astype(np.int64)
-    down_room = np.maximum(limits.max_scale_down_pods, np.floor(r * (limits.max_scale_down_percent / 100.0))).astype(
-        np.int64
-    )
+    up_room, down_room = step_rooms(limits, r)
     tr = np.minimum(np.maximum(proposed_replicas, r - down_room), r + up_room)
     tr = np.minimum(np.maximum(tr, limits.min_replicas), limits.max_replicas)
     tc = np.minimum(np.maximum(proposed_cpu_m, limits.cpu_limit_min_m), limits.cpu_limit_max_m)

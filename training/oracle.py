@@ -33,7 +33,6 @@ minutes.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -41,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rlscale.policy.limits import ScalingLimits
+from rlscale.policy.mask import step_rooms
 from rlscale.training.sim import VectorSim
 from rlscale.training.sim_config import SimConfig
 from rlscale.training.workloads import Trace
@@ -82,12 +82,10 @@ def _candidates(sim: SimConfig, any_cpu_limit: bool) -> tuple[IntArray, IntArray
     return rr.ravel(), cc.ravel()
 
 
-def _up_room(limits: ScalingLimits, r: int) -> int:
-    return max(limits.max_scale_up_pods, math.ceil(r * limits.max_scale_up_percent / 100.0))
-
-
-def _down_room(limits: ScalingLimits, r: int) -> int:
-    return max(limits.max_scale_down_pods, math.floor(r * limits.max_scale_down_percent / 100.0))
+def _rooms(limits: ScalingLimits, replicas: int) -> tuple[int, int]:
+    """The mask's scale-up and scale-down rooms from ``replicas`` (:func:`rlscale.policy.mask.step_rooms`)."""
+    up, down = step_rooms(limits, np.array([replicas], dtype=np.int64))
+    return int(up[0]), int(down[0])
 
 
 def bill(needed: Sequence[int], limits: ScalingLimits, *, start_ahead: bool, first: int) -> IntArray:
@@ -105,12 +103,12 @@ def bill(needed: Sequence[int], limits: ScalingLimits, *, start_ahead: bool, fir
     while changed:
         changed = False
         for t in range(b.size - 1, 0, -1):  # a scale-up from b[t-1] must reach b[t]
-            while b[t - 1] + _up_room(limits, int(b[t - 1])) < b[t]:
+            while b[t - 1] + _rooms(limits, int(b[t - 1]))[0] < b[t]:
                 b[t - 1] += 1
                 changed = True
         prev = first
         for t in range(b.size):  # a scale-down from prev may not go below prev - room
-            floor = prev - _down_room(limits, prev)
+            floor = prev - _rooms(limits, prev)[1]
             if b[t] < floor:
                 b[t] = floor
                 changed = True
