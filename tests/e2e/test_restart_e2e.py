@@ -130,6 +130,22 @@ def _scaled_events(api: client.ApiClient, ns: str) -> list[client.CoreV1Event]:
     return [e for e in events_of(api, ns, "web") if e.reason == "Scaled"]
 
 
+def _wait_quiet_and_announced(
+    admin_api: client.ApiClient, ns: str, log: dict[int, dict[str, Any]]
+) -> tuple[dict[str, Any], list[client.CoreV1Event], dict[str, Any]]:
+    """Wait (30 s at most) for :func:`_quiet_and_announced`; its picture, or a failure listing Events and changes."""
+    return eventually(
+        lambda: _quiet_and_announced(admin_api, ns, log),
+        timeout=30,
+        interval=0.1,
+        what="a finished decision whose replica changes all have their Scaled Event",
+        state=lambda: (
+            [e.message for e in _scaled_events(admin_api, ns)],
+            [(d["number"], d["previousReplicas"], d["replicas"]) for d in _applied_replica_changes(log)],
+        ),
+    )
+
+
 def _quiet_and_announced(
     api: client.ApiClient, ns: str, log: dict[int, dict[str, Any]]
 ) -> tuple[dict[str, Any], list[client.CoreV1Event], dict[str, Any]] | None:
@@ -177,16 +193,7 @@ def test_sigkill_mid_rollout_resumes_state_without_repeating_or_losing_actions(
     _wait_decisions(admin_api, ns, log, seen + 1, timeout=30)
     # Kill between reconciles: once the decision is confirmed (no pending change left) and
     # announced (a SIGKILL drops the Events Kopf has not posted yet).
-    eventually(
-        lambda: _quiet_and_announced(admin_api, ns, log),
-        timeout=30,
-        interval=0.1,
-        what="a finished decision whose replica changes all have their Scaled Event",
-        state=lambda: (
-            [e.message for e in _scaled_events(admin_api, ns)],
-            [(d["number"], d["previousReplicas"], d["replicas"]) for d in _applied_replica_changes(log)],
-        ),
-    )
+    _wait_quiet_and_announced(admin_api, ns, log)
     first.kill()
     assert not first.alive()
     killed = get_policy(admin_api, ns, "web")
@@ -228,16 +235,7 @@ def test_sigkill_mid_rollout_resumes_state_without_repeating_or_losing_actions(
 
     # Each applied replica change was announced exactly once: no action repeated by the restart.
     # Judged on a picture taken while the operator runs (stopping it would drop unposted Events).
-    final, scaled, dep_final = eventually(
-        lambda: _quiet_and_announced(admin_api, ns, log),
-        timeout=30,
-        interval=0.1,
-        what="a finished decision whose replica changes all have their Scaled Event",
-        state=lambda: (
-            [e.message for e in _scaled_events(admin_api, ns)],
-            [(d["number"], d["previousReplicas"], d["replicas"]) for d in _applied_replica_changes(log)],
-        ),
-    )
+    final, scaled, dep_final = _wait_quiet_and_announced(admin_api, ns, log)
     inst.operators[-1].stop()
     numbers = sorted(log)
     assert numbers[0] == 1 and numbers == list(range(1, numbers[-1] + 1)), numbers
