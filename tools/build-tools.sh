@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the e2e/demo tool binaries (Kubernetes control plane, etcd, kwok, helm,
-# kindcheck) from the Go tool modules next to this script.
+# kindcheck; the kubelet and CNI plugins of the real node) from the Go tool modules next
+# to this script.
 #
 # Usage:
 #   tools/build-tools.sh [COMPONENT...]     build (default: all) and print the bin dir
@@ -9,7 +10,9 @@
 #   tools/build-tools.sh --bump-k8s 1.33.X  re-pin tools/k8s to another patch (regenerates replaces)
 #
 # Components: helm kwok etcd kube-apiserver kube-controller-manager kube-scheduler
-#             kubectl kindcheck; aliases: k8s (the four kube binaries), all.
+#             kubectl kindcheck kubelet cni-bridge cni-host-local cni-loopback pause;
+#             aliases: k8s (the four kube binaries), node (kubelet, CNI, pause), all.
+#             CNI plugins land in bin/cni/<type> (the names containerd looks up).
 #
 # Output: ${RLSCALE_TOOLS_CACHE:-$HOME/.cache/rlscale/tools}/<key>/bin/, printed as the
 # LAST line of stdout (all progress goes to stderr). <key> hashes the Go version, the
@@ -29,8 +32,10 @@ CACHE_ROOT=${RLSCALE_TOOLS_CACHE:-$HOME/.cache/rlscale/tools}
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off GOFLAGS="-mod=readonly -buildvcs=false"
 
-ALL_COMPONENTS=(helm kwok etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kindcheck)
+ALL_COMPONENTS=(helm kwok etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kindcheck
+	kubelet cni-bridge cni-host-local cni-loopback pause)
 K8S_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+NODE_COMPONENTS=(kubelet cni-bridge cni-host-local cni-loopback pause)
 
 log() { printf '[build-tools] %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -40,7 +45,8 @@ command -v go >/dev/null || die "go not found on PATH (Go >= 1.26 needed)"
 # module_of COMPONENT -> tool module dir name
 module_of() {
 	case $1 in
-	helm | kwok | etcd | kindcheck) echo "$1" ;;
+	helm | kwok | etcd | kindcheck | kubelet | pause) echo "$1" ;;
+	cni-bridge | cni-host-local | cni-loopback) echo cni ;;
 	kube-*) echo k8s ;;
 	kubectl) echo k8s ;;
 	*) die "unknown component: $1 (try --list)" ;;
@@ -53,8 +59,18 @@ package_of() {
 	helm) echo helm.sh/helm/v3/cmd/helm ;;
 	kwok) echo sigs.k8s.io/kwok/cmd/kwok ;;
 	etcd) echo go.etcd.io/etcd/server/v3 ;;
-	kindcheck) echo . ;;
-	kube-* | kubectl) echo "k8s.io/kubernetes/cmd/$1" ;;
+	kindcheck | pause) echo . ;;
+	kube-* | kubectl | kubelet) echo "k8s.io/kubernetes/cmd/$1" ;;
+	cni-host-local) echo github.com/containernetworking/plugins/plugins/ipam/host-local ;;
+	cni-*) echo "github.com/containernetworking/plugins/plugins/main/${1#cni-}" ;;
+	esac
+}
+
+# out_of COMPONENT -> its path relative to the bin dir (CNI plugins under cni/, by type)
+out_of() {
+	case $1 in
+	cni-*) echo "cni/${1#cni-}" ;;
+	*) echo "$1" ;;
 	esac
 }
 
@@ -66,10 +82,11 @@ modversion() { (cd "$TOOLS_DIR/$1" && go list -m -f '{{.Version}}' "$2"); }
 ldflags_of() {
 	local f="-s -w"
 	case $1 in
-	kube-* | kubectl)
-		local v date minor p=k8s.io/component-base/version c=k8s.io/client-go/pkg/version
-		v=$(modversion k8s k8s.io/kubernetes)
-		date=$(cd "$TOOLS_DIR/k8s" && go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' k8s.io/kubernetes)
+	kube-* | kubectl | kubelet)
+		local v date minor p=k8s.io/component-base/version c=k8s.io/client-go/pkg/version m
+		m=$(module_of "$1")
+		v=$(modversion "$m" k8s.io/kubernetes)
+		date=$(cd "$TOOLS_DIR/$m" && go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' k8s.io/kubernetes)
 		minor=${v#v1.}
 		minor=${minor%%.*}
 		local x
@@ -121,7 +138,7 @@ global_key() {
 	{
 		echo "scheme=$SCHEME go=$GOVER platform=$PLATFORM"
 		local m
-		for m in etcd helm k8s kindcheck kwok; do
+		for m in cni etcd helm k8s kindcheck kubelet kwok pause; do
 			echo "module=$m"
 			module_inputs "$m"
 		done
@@ -138,7 +155,15 @@ bump_k8s() {
 	done
 	go mod edit "-require=k8s.io/kubernetes@v$V"
 	GOFLAGS=-mod=mod go mod tidy
-	log "tools/k8s now pins k8s.io/kubernetes v$V; commit tools/k8s/go.mod and go.sum"
+	# The kubelet's module carries the same pin and replaces (its own module keeps its
+	# cache key apart from the control plane's).
+	cd "$TOOLS_DIR/kubelet"
+	sed -n 's|^\t\(k8s.io/[a-z-]*\) => ./staging/.*|\1|p' "$M" | while read -r m; do
+		go mod edit "-replace=$m=$m@v0.${V#1.}"
+	done
+	go mod edit "-require=k8s.io/kubernetes@v$V"
+	GOFLAGS=-mod=mod go mod tidy
+	log "tools/k8s and tools/kubelet now pin k8s.io/kubernetes v$V; commit their go.mod and go.sum"
 }
 
 # ---- argument parsing -------------------------------------------------------------
@@ -149,9 +174,10 @@ while (($#)); do
 	--list) printf '%s\n' "${ALL_COMPONENTS[@]}"; exit 0 ;;
 	--print-dir) print_only=1 ;;
 	--bump-k8s) shift; bump_k8s "${1:?--bump-k8s needs a version}"; exit 0 ;;
-	-h | --help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	all) want+=("${ALL_COMPONENTS[@]}") ;;
 	k8s) want+=("${K8S_COMPONENTS[@]}") ;;
+	node) want+=("${NODE_COMPONENTS[@]}") ;;
 	-*) die "unknown option: $1" ;;
 	*) module_of "$1" >/dev/null; want+=("$1") ;;
 	esac
@@ -166,12 +192,12 @@ if ((print_only)); then
 	echo "$BIN"
 	exit 0
 fi
-mkdir -p "$BIN" "$KEY_DIR/share"
+mkdir -p "$BIN/cni" "$KEY_DIR/share"
 
 exec 9>"$KEY_DIR/.lock"
 flock 9
 # Remove half-written binaries of this run if it is interrupted.
-trap 'rm -f "$BIN"/.*.tmp.$$ "$BIN"/.*.key.tmp' EXIT
+trap 'rm -f "$BIN"/.*.tmp.$$ "$BIN"/cni/.*.tmp.$$ "$BIN"/.*.key.tmp' EXIT
 
 # Human-readable record of what this key holds.
 {
@@ -181,24 +207,28 @@ trap 'rm -f "$BIN"/.*.tmp.$$ "$BIN"/.*.key.tmp' EXIT
 	echo "kwok=$(modversion kwok sigs.k8s.io/kwok)"
 	echo "helm=$(modversion helm helm.sh/helm/v3)"
 	echo "kind(kindcheck)=$(modversion kindcheck sigs.k8s.io/kind)"
+	echo "kubelet=$(modversion kubelet k8s.io/kubernetes)"
+	echo "cni-plugins=$(modversion cni github.com/containernetworking/plugins)"
 } >"$KEY_DIR/versions.txt.tmp"
 mv -f "$KEY_DIR/versions.txt.tmp" "$KEY_DIR/versions.txt"
 
 build_one() {
-	local name=$1 ckey m pkg stamp=$BIN/.$1.key tmp src
+	local name=$1 ckey m pkg stamp=$BIN/.$1.key tmp src out old
+	out=$(out_of "$name")
 	ckey=$(component_key "$name")
-	if [[ -x $BIN/$name && -f $stamp && $(<"$stamp") == "$ckey" ]]; then
+	if [[ -x $BIN/$out && -f $stamp && $(<"$stamp") == "$ckey" ]]; then
 		log "$name: up to date"
 		return
 	fi
-	tmp=$BIN/.$name.tmp.$$
+	tmp=$BIN/$(dirname "$out")/.$name.tmp.$$
 	# Reuse an identical binary from another key dir (e.g. after bumping only helm).
 	for src in "$CACHE_ROOT"/*/bin/."$name".key; do
-		[[ -f $src && $(<"$src") == "$ckey" && -x ${src%/.*}/$name && ${src%/*} != "$BIN" ]] || continue
-		log "$name: reusing ${src%/.*}/$name"
+		old=${src%/.*}/$out
+		[[ -f $src && $(<"$src") == "$ckey" && -x $old && ${src%/*} != "$BIN" ]] || continue
+		log "$name: reusing $old"
 		# Hard link when possible (binaries are only ever replaced by rename, never edited).
-		ln -f "${src%/.*}/$name" "$tmp" 2>/dev/null || cp -f "${src%/.*}/$name" "$tmp"
-		mv -f "$tmp" "$BIN/$name"
+		ln -f "$old" "$tmp" 2>/dev/null || cp -f "$old" "$tmp"
+		mv -f "$tmp" "$BIN/$out"
 		printf '%s\n' "$ckey" >"$stamp.tmp" && mv -f "$stamp.tmp" "$stamp"
 		return
 	done
@@ -207,7 +237,7 @@ build_one() {
 	log "$name: building $pkg (module tools/$m) ..."
 	local t0=$SECONDS
 	(cd "$TOOLS_DIR/$m" && go build -trimpath -pgo=off -ldflags "$(ldflags_of "$name")" -o "$tmp" "$pkg")
-	mv -f "$tmp" "$BIN/$name"
+	mv -f "$tmp" "$BIN/$out"
 	printf '%s\n' "$ckey" >"$stamp.tmp" && mv -f "$stamp.tmp" "$stamp"
 	log "$name: built in $((SECONDS - t0))s"
 	printf '%s %s %ss\n' "$(date -u +%FT%TZ)" "$name" "$((SECONDS - t0))" >>"$KEY_DIR/build-times.log"
