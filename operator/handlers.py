@@ -15,8 +15,10 @@ functions, tested as such.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
+import zlib
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -116,6 +118,22 @@ def next_delay(interval_s: float, last_decision_time: str | None, now: float, *,
     return jitter * interval_s
 
 
+def phase_of(namespace: str, interval_s: float) -> float:
+    """Where in each interval the policies of ``namespace`` tick: a stable spread of namespaces over the interval.
+
+    All policies of a namespace with the same interval tick at the same moments, so their
+    Prometheus reads are one batched query and their decisions one ``decide_batch``; the
+    namespaces are spread over the interval so the operator's work is not one burst.
+    """
+    return (zlib.crc32(namespace.encode()) % 10_000) / 10_000 * interval_s
+
+
+def aligned(t: float, interval_s: float, phase: float) -> float:
+    """The first tick ``phase + k * interval_s`` at or after ``t`` (computed the same way by every policy, so
+    policies due together have bit-identical due times)."""
+    return phase + math.ceil((t - phase) / interval_s) * interval_s
+
+
 def _interval(spec: Mapping[str, Any]) -> float:
     value = spec.get("intervalSeconds", 15)
     return float(value) if isinstance(value, int | float) and 5 <= value <= 3600 else 15.0
@@ -186,14 +204,23 @@ async def reconcile_loop(
     runtime: Runtime = memo.runtime
     last_status: dict[str, Any] = {}
     runtime.metrics.policies.inc()
+    align = runtime.reconciler.settings.align_ticks
+
+    def next_due(after: float) -> float:
+        interval = _interval(spec)
+        return aligned(after, interval, phase_of(namespace, interval)) if align else after
+
     try:
         delay = next_delay(
             _interval(spec),
             (status.get("lastDecision") or {}).get("time"),
             time.time(),
-            jitter=random.random() * runtime.reconciler.settings.start_spread,
+            jitter=0.0 if align else random.random() * runtime.reconciler.settings.start_spread,
         )
-        due = time.time() + delay
+        # The first tick: one interval after the last decision, on the namespace's grid; with
+        # --start-spread 0 and no history, at once (then on the grid).
+        first = time.time() + delay
+        due = first if delay == 0 and runtime.reconciler.settings.start_spread == 0 else next_due(first)
         while not stopped:
             await stopped.wait(max(0.0, due - time.time()))
             if stopped:
@@ -221,18 +248,20 @@ async def reconcile_loop(
                     current,
                     conflicts,
                     post,
+                    due=due,
                 )
             except Exception:  # never let one bad reconcile kill the loop; the next tick retries
                 logger.exception("reconcile failed")
-                due = time.time() + _interval(spec)
+                due = next_due(time.time() + _interval(spec))
                 continue
             last_status = merge_patch(current, outcome.status)
-            due += outcome.interval_s
+            due = next_due(due + outcome.interval_s) if not align else next_due(due + outcome.interval_s / 2)
             if due < time.time():  # far behind (e.g. a long API outage): do not burst to catch up
-                due = time.time()
+                due = next_due(time.time())
     finally:
         runtime.metrics.policies.dec()
         runtime.metrics.forget_policy(namespace, name)
+        runtime.reconciler.forget(namespace, name)
 
 
 def _decisions(status: Mapping[str, Any]) -> int:

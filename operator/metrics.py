@@ -57,6 +57,26 @@ class OperatorMetrics:
             buckets=(0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0),
             registry=r,
         )
+        self.prometheus_requests = Counter(
+            "rlscale_prometheus_requests",
+            "Prometheus query requests sent: 'batch' (one per namespace and evaluation time, shared by its "
+            "policies on the default templates) or 'policy' (one policy's custom templates).",
+            ["kind"],
+            registry=r,
+        )
+        self.decision_batch_size = Histogram(
+            "rlscale_decision_batch_size",
+            "Decisions per decide_batch call.",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000),
+            registry=r,
+        )
+        self.status_writes = Counter(
+            "rlscale_status_writes",
+            "Status updates after a reconcile: 'written', or 'skipped' (nothing a user sees changed and the "
+            "heartbeat is not due).",
+            ["outcome"],
+            registry=r,
+        )
         self.policies = Gauge("rlscale_policies", "Policies this replica is reconciling.", registry=r)
 
     def forget_policy(self, namespace: str, name: str) -> None:

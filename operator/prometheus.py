@@ -217,7 +217,7 @@ class PrometheusReader:
                 self._executor, self._query_blocking, endpoint, queries, at, timeout_s, max_sample_age_s
             )
         except Exception as exc:  # connection refused, timeout, TLS, bad JSON: all mean "unknown"
-            message = _describe(exc)
+            message = describe(exc)
             if self._observe_error is not None:
                 self._observe_error(type(exc).__name__)
             return SignalValues(
@@ -230,6 +230,27 @@ class PrometheusReader:
         if self._observe_latency is not None:
             self._observe_latency(latency)
         return SignalValues(values=result[0], problems=result[1], latency_s=latency)
+
+    async def series(self, endpoint: Endpoint, query: str, *, at: float, timeout_s: float) -> list[Any]:
+        """One instant query's raw series (``[{"metric": …, "value": [ts, "v"]}, …]``); raises on any trouble.
+
+        For :mod:`~rlscale.operator.batchread`, which parses a namespace's batch itself and
+        decides what a failure means for each policy in it.
+        """
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        try:
+            result: list[Any] = await loop.run_in_executor(
+                self._executor,
+                lambda: self._client(endpoint, timeout_s).custom_query(query, params={"time": f"{at:.3f}"}),
+            )
+        except Exception as exc:
+            if self._observe_error is not None:
+                self._observe_error(type(exc).__name__)
+            raise
+        if self._observe_latency is not None:
+            self._observe_latency(time.perf_counter() - start)
+        return result
 
     def _query_blocking(
         self,
@@ -256,7 +277,7 @@ class PrometheusReader:
                     by_key[q.key] = client.custom_query(q.query, params=params)
                 except PrometheusApiClientException as exc:
                     by_key[q.key] = []
-                    problems_direct[q.key] = f"{q.field}: Prometheus refused the query: {_describe(exc)}"
+                    problems_direct[q.key] = f"{q.field}: Prometheus refused the query: {describe(exc)}"
             values, problems = _parse(by_key, queries, at, max_sample_age_s)
             problems.update(problems_direct)
             return values, problems
@@ -270,14 +291,14 @@ def _parse(
     problems: dict[str, str] = {}
     for q in queries:
         series = by_key.get(q.key, [])
-        value, problem = _one_value(series, at, max_sample_age_s)
+        value, problem = one_value(series, at, max_sample_age_s)
         values[q.key] = value
         if problem:
             problems[q.key] = f"{q.field}: {problem}"
     return values, problems
 
 
-def _one_value(series: list[Any], at: float, max_sample_age_s: float) -> tuple[float | None, str | None]:
+def one_value(series: list[Any], at: float, max_sample_age_s: float) -> tuple[float | None, str | None]:
     if not series:
         return None, "no data"
     if len(series) > 1:
@@ -298,6 +319,6 @@ def _one_value(series: list[Any], at: float, max_sample_age_s: float) -> tuple[f
     return value, None
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) <= 300 else text[:300] + "…"

@@ -100,6 +100,105 @@ SIGNALS: tuple[Signal, ...] = (
 )
 SIGNAL_BY_KEY: dict[str, Signal] = {s.key: s for s in SIGNALS}
 
+# --- batched reads: one query per namespace for every policy on the default templates -------------------------
+
+#: The label a batched query groups each workload's series by: the Deployment a pod belongs to.
+WORKLOAD_LABEL = "rlscale_workload"
+#: A pod's Deployment from its name: everything before ``-<pod-template-hash>-<suffix>``. A pod matches
+#: :func:`pod_regex` of Deployment ``d`` exactly when this extracts ``d`` (the last two segments have no dashes).
+_WORKLOAD_OF_POD = "(.+)-[a-z0-9]+-[a-z0-9]+"
+
+
+def _by_workload(inner: str) -> str:
+    return f'label_replace({inner}, "{WORKLOAD_LABEL}", "$1", "pod", "{_WORKLOAD_OF_POD}")'
+
+
+@dataclass(frozen=True, slots=True)
+class BatchedSignal:
+    """A default template as one query for a whole namespace, and how a workload's value is read from it.
+
+    ``per_pod`` is ``None`` when the query already yields one series per workload (the
+    default template's aggregation grouped by :data:`WORKLOAD_LABEL` instead of filtered by
+    the pod regex). The container-scoped signals depend on each policy's ``containers``, so
+    their batch returns one series per (workload, pod, container) and the reader finishes
+    the default template's aggregation in Python: sum over the policy's containers per pod,
+    then ``avg`` or ``max`` over pods.
+    """
+
+    key: str
+    template: str
+    per_pod: str | None = None  # "avg" | "max"
+
+
+_NS = 'namespace="{namespace}"'
+
+
+def _rate_by_workload(metric: str, extra: str = "") -> str:
+    return f"sum by ({WORKLOAD_LABEL}) (" + _by_workload(f"rate({metric}{{{_NS}{extra}}}[{{window}}])") + ")"
+
+
+def _per_container(fn: str, metric: str) -> str:
+    inner = _by_workload(f'{fn}({metric}{{{_NS}, container!=""}}[{{window}}])')
+    return f"sum by ({WORKLOAD_LABEL}, pod, container) ({inner})"
+
+
+def _quantile_by_workload(q: str) -> str:
+    inner = _by_workload("rate(http_request_duration_seconds_bucket{" + _NS + "}[{window}])")
+    return f"histogram_quantile({q}, sum by ({WORKLOAD_LABEL}, le) ({inner}))"
+
+
+BATCHED: dict[str, BatchedSignal] = {
+    b.key: b
+    for b in (
+        BatchedSignal("cpu_usage", _per_container("rate", "container_cpu_usage_seconds_total"), "avg"),
+        BatchedSignal(
+            "memory_working_set", _per_container("last_over_time", "container_memory_working_set_bytes"), "max"
+        ),
+        BatchedSignal("request_rate", _rate_by_workload("http_requests_total")),
+        BatchedSignal(
+            "error_rate",
+            # "or 0 * total": a workload with requests but no 5xx series has error rate 0, as the
+            # default's "or vector(0)" gives it (vector(0) has no workload label to divide by).
+            "("
+            + _rate_by_workload("http_requests_total", ', code=~"5.."')
+            + " or 0 * "
+            + _rate_by_workload("http_requests_total")
+            + ") / "
+            + _rate_by_workload("http_requests_total"),
+        ),
+        BatchedSignal("latency_p50", _quantile_by_workload("0.5")),
+        BatchedSignal("latency_p99", _quantile_by_workload("0.99")),
+        BatchedSignal(
+            "in_flight",
+            f"sum by ({WORKLOAD_LABEL}) ("
+            + _by_workload("last_over_time(http_requests_in_flight{" + _NS + "}[{window}])")
+            + ")",
+        ),
+    )
+}
+
+
+@functools.lru_cache(maxsize=1024)
+def batched_query(keys: tuple[str, ...], namespace: str, window: str) -> str:
+    """One PromQL expression for the batched signals ``keys`` of every workload in ``namespace``.
+
+    Each signal is tagged with :data:`SIGNAL_LABEL` as in :func:`combined_query`. The result
+    is scope-checked like an untrusted template (every selector pinned to ``namespace``),
+    so the batch can never read another namespace, whatever the operator's settings.
+    """
+    missing = [k for k in keys if k not in BATCHED]
+    if missing:
+        raise KeyError(f"no batched form for {', '.join(missing)}")
+    values = {"namespace": promql_string(namespace), "window": window}
+    parts = [
+        f"label_replace(({_PLACEHOLDER_RE.sub(lambda m: values[m.group(1)], BATCHED[k].template)}), "
+        f'"{SIGNAL_LABEL}", "{k}", "", "")'
+        for k in keys
+    ]
+    query = " or ".join(parts)
+    check_scope(query, namespace, "batched query")
+    return query
+
 
 class QueryError(ValueError):
     """A template that cannot be used; ``field`` names the CRD field (e.g. ``spec.prometheus.queries.cpuUsage``)."""

@@ -34,6 +34,8 @@ from pydantic import ValidationError
 
 from rlscale.operator import report
 from rlscale.operator.actuate import container_targets, limits_patch
+from rlscale.operator.batchdecide import DecisionBatcher
+from rlscale.operator.batchread import BatchReader
 from rlscale.operator.errors import describe_validation_error
 from rlscale.operator.kube import ApiError, KubeApi, NotFound
 from rlscale.operator.metrics import OperatorMetrics
@@ -88,6 +90,8 @@ class Reconciler:
         metrics: OperatorMetrics,
         *,
         clock: Callable[[], float] = time.time,
+        batches: BatchReader | None = None,
+        decider: DecisionBatcher | None = None,
     ) -> None:
         self.kube = kube
         self.reader = reader
@@ -95,6 +99,20 @@ class Reconciler:
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
+        self.batches = batches or BatchReader(
+            reader, on_query=lambda: metrics.prometheus_requests.labels("batch").inc()
+        )
+        self.decider = decider or DecisionBatcher(observe=self._observe_batch)
+        #: When each policy's status was last written, and what a user could see in it (see _write_status).
+        self._written: dict[tuple[str, str], tuple[float, str]] = {}
+
+    def _observe_batch(self, seconds: float, size: int) -> None:
+        self.metrics.decision_latency.observe(seconds)
+        self.metrics.decision_batch_size.observe(size)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The policy is gone (or no longer this replica's): drop what is remembered about it."""
+        self._written.pop((namespace, name), None)
 
     # --- entry point ---------------------------------------------------------------------------------------------
 
@@ -105,8 +123,14 @@ class Reconciler:
         status_raw: Mapping[str, Any] | None,
         conflicts: Conflicts = Conflicts(),
         post_event: EventSink | None = None,
+        *,
+        due: float | None = None,
     ) -> Outcome:
-        """Reconcile once and write the status; returns what happened. Raises nothing for expected trouble."""
+        """Reconcile once and write the status; returns what happened. Raises nothing for expected trouble.
+
+        ``due`` is when the tick was due (unix time): metrics are evaluated then, so the policies
+        of a namespace that were due together share one batched query; default: now.
+        """
         started = time.perf_counter()
         events: list[tuple[str, str, str]] = []
 
@@ -116,12 +140,14 @@ class Reconciler:
                 post_event(kind, reason, message)
 
         tick = Tick(ref, report.previous_status(status_raw), self.clock(), event, None)
-        outcome = await self._reconcile(tick, spec_raw, conflicts)
+        outcome = await self._reconcile(tick, spec_raw, conflicts, tick.now if due is None else due)
         outcome.events = events
         self.metrics.reconcile_latency.observe(time.perf_counter() - started)
         return outcome
 
-    async def _reconcile(self, unchecked: Tick[None], spec_raw: Mapping[str, Any], conflicts: Conflicts) -> Outcome:
+    async def _reconcile(
+        self, unchecked: Tick[None], spec_raw: Mapping[str, Any], conflicts: Conflicts, at: float
+    ) -> Outcome:
         ref, now = unchecked.ref, unchecked.now
         # 1. The spec, as policy/'s config and validated queries.
         try:
@@ -182,11 +208,18 @@ class Reconciler:
             return await self._refuse(tick, exc.reason, str(exc))
 
         # 5. Metrics (now, and as long ago as the lagged fields ask) and the model, concurrently.
+        #    Signals on their default template come from the namespace's batch, custom ones per policy.
+        custom = {k for k, v in spec.prometheus.queries.model_dump(by_alias=False).items() if v}
+        batched = (
+            frozenset(q.key for q in queries if q.key not in custom and self.batches.batchable(q.key))
+            if self.settings.batch_reads
+            else frozenset()
+        )
         offsets = tuple(SIGNAL_READS)
         reads, loaded = await asyncio.gather(
             asyncio.gather(
                 *(
-                    self._read_metrics(tick, url, tuple(q for q in queries if q.key in keys), now - offset)
+                    self._read_metrics(tick, url, tuple(q for q in queries if q.key in keys), batched, at - offset)
                     for offset, keys in SIGNAL_READS.items()
                 )
             ),
@@ -198,9 +231,12 @@ class Reconciler:
 
         # 6. Decide, from the state stored in status.
         state = self._state(tick, config)
-        t0 = time.perf_counter()
-        decision, new_state = decide(obs, config, state, loaded.model, model_error=loaded.error)
-        self.metrics.decision_latency.observe(time.perf_counter() - t0)
+        if self.settings.batch_decisions:
+            decision, new_state = await self.decider.decide(obs, config, state, loaded.model, loaded.error)
+        else:
+            t0 = time.perf_counter()
+            decision, new_state = decide(obs, config, state, loaded.model, model_error=loaded.error)
+            self._observe_batch(time.perf_counter() - t0, 1)
         self.metrics.decisions.labels(decision.source, decision.action).inc()
         for _, rule in decision.masked:
             self.metrics.masked.labels(rule).inc()
@@ -255,7 +291,7 @@ class Reconciler:
         report.decision_events(tick, decision, acted=act, error=error)
         keep_pending = pending if (act and not applied and not target_gone) else None
         status = render(conditions, keep_pending, applied)
-        await self._write(ref, status)
+        await self._write_status(tick, status, force=act)
         report.transition_events(tick, status)
         return Outcome(status=status, decision=decision, applied=applied, interval_s=tick.interval_s)
 
@@ -271,15 +307,47 @@ class Reconciler:
         return ControllerState.initial(config)
 
     async def _read_metrics(
-        self, tick: Tick[AutoscalePolicySpec], url: str, queries: tuple[RenderedQuery, ...], at: float
+        self,
+        tick: Tick[AutoscalePolicySpec],
+        url: str,
+        queries: tuple[RenderedQuery, ...],
+        batched: frozenset[str],
+        at: float,
     ) -> SignalValues:
         p = tick.spec.prometheus
         try:
             endpoint = await resolve_endpoint(tick.ref.namespace, url, p.auth, self.kube.get_secret)
         except (SecretError, ApiError) as exc:
             return SignalValues({q.key: None for q in queries}, {q.key: str(exc) for q in queries}, error=str(exc))
-        return await self.reader.read(
-            endpoint, queries, at=at, timeout_s=p.timeout_s, max_sample_age_s=p.max_sample_age_s
+        own = tuple(q for q in queries if q.key not in batched)
+        want = tuple(q.key for q in queries if q.key in batched)
+        reads = []
+        if own:
+            self.metrics.prometheus_requests.labels("policy").inc()
+            reads.append(
+                self.reader.read(endpoint, own, at=at, timeout_s=p.timeout_s, max_sample_age_s=p.max_sample_age_s)
+            )
+        if want:
+            reads.append(
+                self.batches.read(
+                    endpoint,
+                    tick.ref.namespace,
+                    tick.spec.target_ref.name,
+                    tuple(tick.spec.containers),
+                    batch_keys=tuple(sorted(batched)),
+                    want=want,
+                    window=p.window,
+                    at=at,
+                    timeout_s=p.timeout_s,
+                    max_sample_age_s=p.max_sample_age_s,
+                )
+            )
+        parts = await asyncio.gather(*reads)
+        return SignalValues(
+            values={k: v for part in parts for k, v in part.values.items()},
+            problems={k: v for part in parts for k, v in part.problems.items()},
+            latency_s=max((part.latency_s for part in parts), default=0.0),
+            error=next((part.error for part in parts if part.error), None),
         )
 
     async def _model(self, tick: Tick[AutoscalePolicySpec]) -> LoadedModel:
@@ -327,10 +395,35 @@ class Reconciler:
         # NotFound: the policy was deleted while we worked; there is nothing to report to.
         with contextlib.suppress(NotFound):
             await self.kube.patch_policy_status(ref.namespace, ref.name, status)
+        self._written[(ref.namespace, ref.name)] = (time.monotonic(), report.visible(status))
+
+    async def _write_status(self, tick: Tick[Any], status: dict[str, Any], *, force: bool = False) -> bool:
+        """Write ``status`` if a user would see a difference, or the heartbeat is due; returns whether it wrote.
+
+        Skipped writes lose nothing while the operator runs: the handlers carry the unwritten
+        status (ControllerState and decision counter included) into the next reconcile, and
+        the next write holds all of it. What is not written yet is the measured values,
+        explanation and times of holding decisions, for at most ``status_heartbeat_s``.
+        """
+        key = (tick.ref.namespace, tick.ref.name)
+        last = self._written.get(key)
+        heartbeat = self.settings.status_heartbeat_s
+        if (
+            not force
+            and heartbeat > 0
+            and last is not None
+            and time.monotonic() - last[0] < heartbeat
+            and report.visible(status) == last[1]
+        ):
+            self.metrics.status_writes.labels("skipped").inc()
+            return False
+        await self._write(tick.ref, status)
+        self.metrics.status_writes.labels("written").inc()
+        return True
 
     async def _refuse(self, tick: Tick[Any], reason: str, message: str) -> Outcome:
         """Report why no decision was made; the ControllerState and everything else in status stay as they were."""
         self.metrics.refusals.labels(reason).inc()
         status = report.refusal(tick, reason, message)
-        await self._write(tick.ref, status)
+        await self._write_status(tick, status)
         return Outcome(status=status, refused=reason, interval_s=tick.interval_s)

@@ -19,6 +19,7 @@ changes, not on every tick.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from rlscale.operator.models import (
     RolloutStatus,
 )
 from rlscale.operator.modelstore import LoadedModel
+from rlscale.operator.naming import crd_alias
 from rlscale.operator.prometheus import SignalValues
 from rlscale.policy.decide import ControllerState, Decision, DecisionConfig, Observation
 from rlscale.policy.model import SPEC_HASH
@@ -329,6 +331,49 @@ def transition_events(tick: Tick[AutoscalePolicySpec], status: Mapping[str, Any]
             and old.get(c["type"]) != "False"
         ):
             tick.event("Warning", c["reason"], c.get("message", ""))
+
+
+# --- what a user sees ----------------------------------------------------------------------------------------------
+
+#: Conditions whose message is per-tick detail (the decision's explanation, sample ages), refreshed by the heartbeat.
+_DETAIL_MESSAGES = frozenset({"ScalingActive", "MetricsAvailable"})
+#: The parts of ``lastDecision`` that say what the operator did, rather than what it measured on the way.
+_DECISION_SEEN = tuple(
+    crd_alias(f)
+    for f in ("source", "action", "replicas", "cpu_limit_m", "memory_limit_mib", "enforced_by", "applied", "dry_run")
+)
+
+
+def visible(status: Mapping[str, Any]) -> str:
+    """What a user reads in ``status`` (``kubectl get/describe asp``, alerts on conditions), as a comparable string.
+
+    Two statuses with the same ``visible`` differ only in what changes on every decision
+    without telling anyone something new: measured values and times (``observed``,
+    ``lastDecision``'s numbers and explanation), the controller's memory
+    (``controllerState``) and the per-tick wording of two condition messages. The
+    reconcile writes a status whose ``visible`` changed at once, and the rest on a slow
+    heartbeat (``--status-heartbeat-s``).
+    """
+    shown: dict[str, Any] = {
+        k: v for k, v in status.items() if k not in ("controllerState", "observed", "lastDecision", "conditions")
+    }
+    last = status.get("lastDecision")
+    if isinstance(last, Mapping):
+        shown["lastDecision"] = {k: last.get(k) for k in _DECISION_SEEN}
+    observed = status.get("observed")
+    if isinstance(observed, Mapping):
+        shown["unknown"] = observed.get("unknown")
+    shown["conditions"] = [
+        {
+            k: v
+            for k, v in c.items()
+            if k in ("type", "status", "reason", "observedGeneration")
+            or (k == "message" and c.get("type") not in _DETAIL_MESSAGES)
+        }
+        for c in status.get("conditions") or []
+        if isinstance(c, Mapping)
+    ]
+    return json.dumps(shown, sort_keys=True, default=str)
 
 
 # --- helpers -------------------------------------------------------------------------------------------------------

@@ -42,6 +42,28 @@ class OperatorSettings(BaseSettings):
         "on restart.",
     )
 
+    align_ticks: bool = Field(
+        True,
+        description="Reconcile every policy of a namespace with the same interval at the same moments (a phase "
+        "per namespace), so their Prometheus reads and decisions are batched; off: each policy on its own "
+        "schedule, first ticks spread by --start-spread.",
+    )
+    batch_reads: bool = Field(
+        True,
+        description="Read the default PromQL templates with one query per namespace and evaluation time, shared "
+        "by its policies (custom templates are still read per policy).",
+    )
+    batch_decisions: bool = Field(
+        True, description="Decide the policies due together in one decide_batch call (one ONNX run per model)."
+    )
+    status_heartbeat_s: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="Write a policy's status when something a user sees changes, else at most this often "
+        "(0 = after every reconcile).",
+    )
+
     @field_validator("prometheus_url_allowlist", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from kmock_ext import RESOURCES, OperatorEmulator
 
 from rlscale.operator.handlers import Runtime
+from rlscale.operator.queries import BATCHED, WORKLOAD_LABEL
 from rlscale.operator.settings import OperatorSettings
 
 _SIGNAL_RE = re.compile(r'"rlscale_signal", "(\w+)"')
@@ -62,6 +63,7 @@ class FakePrometheus:
         self.values: dict[str, float | str | None] = {}
         self.down = False
         self.queries: list[dict[str, str]] = []
+        self.workloads: tuple[str, ...] = ("web",)  # the Deployments a batched query returns series for
         self.headers: list[dict[str, str]] = []
         handler["get /api/v1/query"] << self._answer
 
@@ -76,10 +78,20 @@ class FakePrometheus:
             return kmock.Response(status=503, payload={"status": "error", "error": "down"})  # type: ignore[call-arg]
         at = float(request.params.get("time", time.time()))
         result = []
-        for key in _SIGNAL_RE.findall(request.params["query"]):
+        query = request.params["query"]
+        batched = WORKLOAD_LABEL in query  # a namespace's batch: the same value for each of `workloads`
+        for key in _SIGNAL_RE.findall(query):
             value = self.values.get(key)
-            if value is not None:
+            if value is None:
+                continue
+            if not batched:
                 result.append({"metric": {"rlscale_signal": key}, "value": [at, str(value)]})
+                continue
+            for w in self.workloads:
+                labels = {"rlscale_signal": key, WORKLOAD_LABEL: w}
+                if BATCHED[key].per_pod:  # one pod, one managed container
+                    labels |= {"pod": f"{w}-5d8f7b9c4-x2x7q", "container": "app"}
+                result.append({"metric": labels, "value": [at, str(value)]})
         return {"status": "success", "data": {"resultType": "vector", "result": result}}
 
 
