@@ -13,7 +13,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-__all__ = ["CertificateError", "write_control_plane_pki"]
+__all__ = ["CertificateError", "write_control_plane_pki", "write_kubelet_client_cert"]
 
 # ECDSA P-256 for CAs and TLS (fast to generate, like envtest's tinyca); the
 # ServiceAccount signing key stays RSA (RS256 is what every token consumer expects).
@@ -89,3 +89,24 @@ def write_control_plane_pki(d: Path, *, service_ip: str, advertise_address: str)
     # ServiceAccount token signing key (apiserver signs, verifies; KCM mints legacy).
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=d)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=d)
+
+
+def write_kubelet_client_cert(d: Path) -> None:
+    """``apiserver-kubelet-client.crt``/``.key`` in ``d``, signed by the cluster CA in ``d``.
+
+    The apiserver presents it to a real kubelet for ``kubectl logs/exec`` and the stats
+    proxy; the kubelet's webhook authorizer admits it as a member of ``system:masters``
+    (kubeadm binds a narrower role; a throw-away local cluster does not need one).
+    """
+    name = "apiserver-kubelet-client"
+    (d / f"{name}.ext").write_text("extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n")
+    _openssl(
+        "req", *_EC_KEY, "-nodes", "-subj", "/O=system:masters/CN=kube-apiserver-kubelet-client",
+        "-keyout", f"{name}.key", "-out", f"{name}.csr",
+        cwd=d,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "3650", "-extfile", f"{name}.ext", "-out", f"{name}.crt",
+        cwd=d,
+    )  # fmt: skip

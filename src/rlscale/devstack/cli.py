@@ -1,9 +1,11 @@
-"""``rlscale cluster up|down|status``: the local control plane from the command line.
+"""``rlscale cluster up|down|status|clean``: the local control plane from the command line.
 
 ``up`` runs in the foreground until Ctrl-C (the components die with it). ``up --detach``
 starts the same foreground process as a background supervisor in its own session,
 waits until the cluster is ready and returns; ``down`` signals that supervisor through
 the pid in ``<work-dir>/state.json`` (and kills leftover components if it is gone).
+``--node-kind real`` adds a kubelet with containerd (:mod:`.realcluster`); ``down`` and
+``clean`` undo the host changes of any real node whose process died (:mod:`.hostjournal`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ from typing import Any
 import click
 
 from .cluster import ClusterStartError, LocalCluster
+from .hostjournal import clean_stale
+from .images import ImageBuildError, node_images
+from .node import real_node_unsupported
 from .procs import kill_process_group, pid_alive, tail
+from .realcluster import RealNodeCluster
 from .tools import ToolsNotFoundError, locate_tools_bin
 
 DEFAULT_WORK_DIR = Path(".devstack/cluster")
@@ -69,9 +75,44 @@ def cluster() -> None:
     """A local Kubernetes control plane: etcd, kube-apiserver, controller-manager, scheduler, kwok."""
 
 
+def resolve_node_kind(requested: str | None, bin_dir: Path) -> str:
+    """``real`` or ``kwok``: the requested kind, or real where the host allows it (saying why not)."""
+    reason = real_node_unsupported(bin_dir)
+    if requested == "real" and reason:
+        raise click.ClickException(f"--node-kind real: {reason}")
+    if requested is None:
+        if reason:
+            click.echo(f"no real node on this host ({reason}); using kwok's fake nodes", err=True)
+            return "kwok"
+        return "real"
+    return requested
+
+
+node_kind_option = click.option(
+    "--node-kind",
+    type=click.Choice(["real", "kwok"]),
+    default=None,
+    help="real: a kubelet with containerd runs the pods; kwok: fake nodes. Default: real where the host allows it.",
+)
+
+
+def make_cluster(node_kind: str, bin_dir: Path, work_dir: Path, *, nodes: int, timeout: float) -> LocalCluster:
+    """The cluster for a node kind (a real one builds or finds its images first)."""
+    if node_kind == "kwok":
+        return LocalCluster(bin_dir, work_dir, nodes=nodes, start_timeout=timeout)
+    try:
+        images = [i.archive for i in node_images(bin_dir)]
+    except ImageBuildError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return RealNodeCluster(bin_dir, work_dir, images=images, nodes=nodes, start_timeout=timeout)
+
+
 @cluster.command()
 @work_dir_option
-@click.option("--nodes", type=click.IntRange(0), default=3, show_default=True, help="Fake (kwok) nodes.")
+@node_kind_option
+@click.option(
+    "--nodes", type=click.IntRange(0), default=None, help="Fake (kwok) nodes [default: 3 with kwok, 0 with real]."
+)
 @click.option(
     "--tools-bin",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
@@ -80,7 +121,9 @@ def cluster() -> None:
 )
 @click.option("--detach", is_flag=True, help="Run in the background; stop with `rlscale cluster down`.")
 @click.option("--timeout", type=float, default=180.0, show_default=True, help="Start-up timeout, seconds.")
-def up(work_dir: Path, nodes: int, tools_bin: Path | None, detach: bool, timeout: float) -> None:
+def up(
+    work_dir: Path, node_kind: str | None, nodes: int | None, tools_bin: Path | None, detach: bool, timeout: float
+) -> None:
     """Start the cluster, print the kubeconfig path, and wait (Ctrl-C stops it)."""
     work_dir = work_dir.resolve()
     if _running(_read_state(work_dir)):
@@ -90,11 +133,14 @@ def up(work_dir: Path, nodes: int, tools_bin: Path | None, detach: bool, timeout
     except ToolsNotFoundError as exc:
         raise click.ClickException(str(exc)) from exc
     work_dir.mkdir(parents=True, exist_ok=True)
+    kind = resolve_node_kind(node_kind, bin_dir)
+    if nodes is None:
+        nodes = 0 if kind == "real" else 3
     if detach:
-        _up_detached(work_dir, nodes, bin_dir, timeout)
+        _up_detached(work_dir, kind, nodes, bin_dir, timeout)
         return
 
-    local = LocalCluster(bin_dir, work_dir, nodes=nodes, start_timeout=timeout)
+    local = make_cluster(kind, bin_dir, work_dir, nodes=nodes, timeout=timeout)
     stop_requested: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -127,12 +173,12 @@ def up(work_dir: Path, nodes: int, tools_bin: Path | None, detach: bool, timeout
         _state_path(work_dir).unlink(missing_ok=True)
 
 
-def _up_detached(work_dir: Path, nodes: int, bin_dir: Path, timeout: float) -> None:
+def _up_detached(work_dir: Path, node_kind: str, nodes: int, bin_dir: Path, timeout: float) -> None:
     """Start ``up`` (foreground mode) as a session leader and wait for its state file."""
     supervisor_log = work_dir / "supervisor.log"
     argv = [
         sys.executable, "-m", "rlscale.devstack.cli", "up",
-        "--work-dir", str(work_dir), "--nodes", str(nodes),
+        "--work-dir", str(work_dir), "--node-kind", node_kind, "--nodes", str(nodes),
         "--tools-bin", str(bin_dir), "--timeout", str(timeout),
     ]  # fmt: skip
     _state_path(work_dir).unlink(missing_ok=True)
@@ -177,8 +223,18 @@ def down(work_dir: Path, timeout: float) -> None:
         if pid and pid_alive(int(pid)):
             click.echo(f"killing leftover {name} (pid {pid})", err=True)
             kill_process_group(int(pid))
+    # A real node whose supervisor was SIGKILLed leaves pods, mounts and cgroups behind.
+    for node_id in clean_stale():
+        click.echo(f"undid the host changes of real node {node_id}", err=True)
     _state_path(work_dir).unlink(missing_ok=True)
     click.echo("local cluster stopped")
+
+
+@cluster.command()
+def clean() -> None:
+    """Undo the host changes of every real node whose process died (pods, mounts, cgroups, bridge, sysctls)."""
+    undone = clean_stale()
+    click.echo(f"undid {len(undone)} crashed real node(s){': ' + ', '.join(undone) if undone else ''}")
 
 
 @cluster.command()
