@@ -1,4 +1,4 @@
-"""``rlscale train | export | evaluate | evaluate-all | seed000``: the training side's commands.
+"""``rlscale train | export | evaluate | evaluate-all | reproduce``: the training side's commands.
 
 Thin click wrappers: parse and validate input (errors name the option or the config field),
 call the library, print. torch is imported inside the commands that need it, so that
@@ -465,15 +465,34 @@ def replace_between_markers(path: Path, text: str) -> None:
     path.write_text(doc[: begin + len(RESULTS_BEGIN)] + "\n" + text + doc[end:])
 
 
+@click.command("reproduce")
+@click.argument("name", type=click.Choice(["five-levels", "orchestration", "grpo", "actor-critic-alibaba"]))
+@click.option("--seeds", type=click.IntRange(min=1), default=None, help="Seeds (default: the experiment's own).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with a `policies` object) instead.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Override the training budget (env steps).")
+def reproduce_cmd(name: str, seeds: int | None, as_json: bool, plot: Path | None, steps: int | None) -> None:
+    """Re-run one of the papers' experiments here (docs/experiments.md); prints its table."""
+    from rlscale.training.reproduce import EXPERIMENTS
+
+    experiment = EXPERIMENTS[name]
+    result = experiment.run(
+        seeds if seeds is not None else experiment.default_seeds, lambda msg: click.echo(msg, err=True), steps
+    )
+    if plot is not None:
+        experiment.plot(result, plot)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(experiment.format(result))
+    if plot is not None:
+        click.echo(f"plot: {plot}")
+
+
 @click.command("seed000")
 @click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def seed000_cmd(seeds: int, as_json: bool) -> None:
-    """Reproduce the seed-000 experiment: static (3 units) vs proportional (1 unit per 25 load)."""
-    from rlscale.training.seed000 import format_seed000, run_seed000
-
-    result = run_seed000(seeds=range(seeds))
-    if as_json:
-        click.echo(json.dumps(result))
-    else:
-        click.echo(format_seed000(result))
+@click.pass_context
+def seed000_cmd(ctx: click.Context, seeds: int, as_json: bool) -> None:
+    """Alias of `rlscale reproduce five-levels` (the seed-000 experiment)."""
+    ctx.invoke(reproduce_cmd, name="five-levels", seeds=seeds, as_json=as_json, plot=None, steps=None)

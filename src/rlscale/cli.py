@@ -19,6 +19,7 @@ _COMMANDS: dict[str, str] = {
     "evaluate-all": "rlscale.training.cli:evaluate_all_cmd",
     "export": "rlscale.training.cli:export_cmd",
     "history": "rlscale.history:history_cmd",
+    "reproduce": "rlscale.training.cli:reproduce_cmd",
     "run": "rlscale.operator.cli:run",
     "seed000": "rlscale.training.cli:seed000_cmd",
     "train": "rlscale.training.cli:train_cmd",
