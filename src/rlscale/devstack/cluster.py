@@ -177,6 +177,7 @@ class LocalCluster:
         self.ports: dict[str, int] = {}
         self.timings: dict[str, float] = {}
         self._procs: dict[str, ManagedProcess] = {}
+        self._ready: dict[str, tuple[str, Callable[[], bool]]] = {}  # component → (what, readiness probe)
         self._ssl: ssl.SSLContext | None = None
         self._started = False
 
@@ -240,6 +241,52 @@ class LocalCluster:
             if name in procs:
                 procs[name].stop(timeout)
         self._started = False
+
+    def stop_component(self, name: str, *, kill: bool = False, timeout: float = 15.0) -> None:
+        """Stop one component (SIGTERM then SIGKILL, or SIGKILL at once with ``kill``); the rest keep running.
+
+        For fault tests: the component's ports, data directory (etcd keeps its store) and
+        certificates stay, so :meth:`start_component` brings the same component back.
+        """
+        proc = self._component(name)
+        if kill:
+            if proc.pid is not None and proc.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            if proc.popen is not None:
+                with contextlib.suppress(Exception):
+                    proc.popen.wait(timeout=timeout)
+        else:
+            proc.stop(timeout)
+
+    def start_component(self, name: str) -> float:
+        """Start a stopped component again with its original command line; wait until it is ready.
+
+        Returns the seconds it took to become ready. Raises ClusterStartError, naming the
+        component with its log tail, if it does not.
+        """
+        proc = self._component(name)
+        if proc.alive():
+            raise ClusterStartError(name, "is still running; stop_component() it first", proc.log_path)
+        t0 = time.monotonic()
+        try:
+            proc.start()
+        except ComponentError as exc:
+            raise ClusterStartError(name, str(exc), proc.log_path) from exc
+        what, probe = self._ready[name]
+        self._wait(proc, what, probe, deadline_s=self.start_timeout)
+        return time.monotonic() - t0
+
+    def restart_component(self, name: str, *, down_s: float = 0.0, kill: bool = False) -> float:
+        """Stop one component, leave it down ``down_s`` seconds, start it again; the seconds until ready."""
+        self.stop_component(name, kill=kill)
+        time.sleep(down_s)
+        return self.start_component(name)
+
+    def _component(self, name: str) -> ManagedProcess:
+        if name not in self._procs:
+            raise KeyError(f"no component {name!r}; this cluster runs {', '.join(self._procs)}")
+        return self._procs[name]
 
     def __enter__(self) -> LocalCluster:
         return self.start()
@@ -359,6 +406,7 @@ class LocalCluster:
         self.audit_log_path.unlink(missing_ok=True)
         self._ssl = None
         self._procs = {}
+        self._ready = {}
         self.timings = {}
         for port in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok"):
             self.ports[port] = free_port()
@@ -372,13 +420,23 @@ class LocalCluster:
             raise ClusterStartError(name, str(exc), proc.log_path) from exc
         return proc
 
-    def _wait(self, proc: ManagedProcess, what: str, predicate: Callable[[], bool], interval: float = 0.2) -> None:
+    def _wait(
+        self,
+        proc: ManagedProcess,
+        what: str,
+        predicate: Callable[[], bool],
+        interval: float = 0.2,
+        *,
+        deadline_s: float | None = None,
+    ) -> None:
         """Poll ``predicate`` until true; fail fast, naming it, if any component died.
 
         Exceptions from ``predicate`` mean "not yet" (a starting server refuses
-        connections); the last one is reported on timeout.
+        connections); the last one is reported on timeout. The probe is remembered as the
+        component's readiness check (:meth:`start_component` uses it again).
         """
-        deadline = time.monotonic() + self._remaining()
+        self._ready.setdefault(proc.name, (what, predicate))
+        deadline = time.monotonic() + (deadline_s if deadline_s is not None else self._remaining())
         last_error: BaseException | None = None
         while True:
             try:

@@ -99,15 +99,22 @@ class LocalPrometheus:
             "scrape_configs": scrape,
         }
 
-    def start(self) -> LocalPrometheus:
-        """Write the config, start the server and wait until it is ready."""
+    def start(self, *, keep_data: bool = False) -> LocalPrometheus:
+        """Write the config, start the server and wait until it is ready.
+
+        A first start picks a free port; a start after :meth:`stop` listens on the same one
+        (clients keep their URL, as with a restarted Prometheus pod behind its Service).
+        The tsdb is wiped unless ``keep_data``.
+        """
         if self._proc is not None and self._proc.alive():
             return self
         binary = ensure_prometheus_binary(self.binary)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.work_dir / "tsdb", ignore_errors=True)
+        if not keep_data:
+            shutil.rmtree(self.work_dir / "tsdb", ignore_errors=True)
         self.config_file.write_text(yaml.safe_dump(self.config(), sort_keys=False))
-        self.port = free_port()
+        if not self.port:
+            self.port = free_port()
         self._proc = ManagedProcess(
             "prometheus",
             [
@@ -141,10 +148,22 @@ class LocalPrometheus:
         with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
             return resp.status == 200
 
-    def stop(self) -> None:
-        """Stop the server; idempotent."""
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the server (SIGTERM, or SIGKILL with ``kill``: no clean tsdb shutdown); idempotent."""
         if self._proc is not None:
-            self._proc.stop()
+            self._proc.stop(timeout=0.0 if kill else 10.0)
+
+    def restart(self, *, keep_data: bool = False, down_s: float = 0.0, kill: bool = False) -> float:
+        """Stop, stay down ``down_s`` seconds, start on the same port; the seconds until ready again.
+
+        ``keep_data=False`` is a Prometheus that lost its storage (an emptyDir, a new pod):
+        every series starts again from nothing, so ``rate()`` windows are empty at first.
+        """
+        self.stop(kill=kill)
+        time.sleep(down_s)
+        t0 = time.monotonic()
+        self.start(keep_data=keep_data)
+        return time.monotonic() - t0
 
     def __enter__(self) -> LocalPrometheus:
         return self.start()
