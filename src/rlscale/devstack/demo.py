@@ -1,7 +1,12 @@
 """``rlscale demo``: the whole product on this machine, in a few minutes, without Docker.
 
-What runs (all real except pods and the workload's metrics, which a kubelet-less cluster
-cannot have):
+What runs with ``--node-kind real`` (the default where the host allows it): the control
+plane with a real node (:class:`~rlscale.devstack.realcluster.RealNodeCluster`: a kubelet
+with containerd), the demo app (:mod:`rlscale.devstack.demo_app`) in real pods with
+kernel-enforced CPU limits, the load generator on the host sending real HTTP requests to
+the Ready pods (:mod:`rlscale.devstack.realload`), and Prometheus scraping the pods and the
+kubelet's cAdvisor. With ``--node-kind kwok`` (all real except pods and the workload's
+metrics, which a kubelet-less cluster cannot have):
 
 1. the local control plane (:class:`~rlscale.devstack.cluster.LocalCluster`: etcd,
    kube-apiserver, controller-manager, scheduler, kwok fake nodes);
@@ -36,12 +41,15 @@ import numpy as np
 from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
 
-from rlscale.devstack.cluster import LocalCluster
+from rlscale.devstack.cli import make_cluster, resolve_node_kind
 from rlscale.devstack.demo_report import DecisionRecord, decision_line, format_summary, plot, summarize
-from rlscale.devstack.manifests import guaranteed_deployment
+from rlscale.devstack.images import ImageBuildError, demo_image
+from rlscale.devstack.manifests import guaranteed_deployment, real_deployment
 from rlscale.devstack.operator_stack import OperatorProcess, helm_install, service_account_kubeconfig
 from rlscale.devstack.procs import ComponentError
 from rlscale.devstack.prometheus import LocalPrometheus, PrometheusNotFoundError
+from rlscale.devstack.realcluster import RealNodeCluster
+from rlscale.devstack.realload import PodEndpoints, RealWorkload, wait_ready_pods
 from rlscale.devstack.tools import DEFAULT_COMPONENTS, ToolsNotFoundError, locate_tools_bin
 from rlscale.devstack.twin import TwinExporter, TwinTarget
 from rlscale.policy.model import DEFAULT_MODEL_PATH, ModelMismatchError, PolicyModel
@@ -63,6 +71,24 @@ GATE_NOTES = {
 }
 #: A generated flash-crowd day is used when its peak is at least this many times its median.
 CROWD_PEAK_FACTOR = 5.0
+#: The real pods: each request costs REAL_WORK_MS of CPU, so a pod at REAL_CPU serves about
+#: 20 requests/s (the app's own per-request overhead counts against the limit too); the
+#: busiest minute of the replayed pattern is REAL_PEAK_RPS (2–3 pods). Small on purpose:
+#: a 2-core machine also runs the control plane, Prometheus, the operator and the load.
+REAL_PORT = 8080
+REAL_WORK_MS = 5.0
+REAL_CPU = "150m"
+REAL_MEMORY = "128Mi"
+REAL_PEAK_RPS = 40.0
+REAL_LIMITS = {
+    "maxReplicas": 6,
+    "cpuLimitMinMillicores": 100,
+    "cpuLimitMaxMillicores": 300,
+    "cpuLimitStepMillicores": 50,
+    "memoryLimitMinMiB": 128,
+    "memoryLimitMaxMiB": 256,
+    "memoryLimitStepMiB": 64,
+}
 
 
 def flash_crowd_day(seed: int | None = None) -> Trace:
@@ -127,9 +153,28 @@ def demo_deployment() -> dict[str, Any]:
     )
 
 
-def demo_policy(prometheus_url: str, mode: str) -> dict[str, Any]:
-    """deploy/examples/autoscalepolicy.yaml's policy, with wall-clock cooldowns short enough for minutes."""
-    return {
+def real_demo_deployment(image: str) -> dict[str, Any]:
+    """The demo Deployment on a real node: the demo app in Guaranteed pods of REAL_CPU, 1 replica to start."""
+    return real_deployment(
+        NAME,
+        namespace=DEMO_NS,
+        replicas=1,
+        cpu=REAL_CPU,
+        memory=REAL_MEMORY,
+        container=CONTAINER,
+        image=image,
+        labels={"app.kubernetes.io/name": NAME},
+        args=["python3", "-m", "rlscale.devstack.demo_app", "--port", str(REAL_PORT), "--work-ms", str(REAL_WORK_MS)],
+        port=REAL_PORT,
+    )
+
+
+def demo_policy(prometheus_url: str, mode: str, limits: dict[str, int] | None = None) -> dict[str, Any]:
+    """deploy/examples/autoscalepolicy.yaml's policy, with wall-clock cooldowns short enough for minutes.
+
+    ``limits`` overrides entries of ``spec.limits`` (the real node's pods are smaller).
+    """
+    policy = {
         "apiVersion": "rlscale.io/v1alpha1",
         "kind": "AutoscalePolicy",
         "metadata": {"name": NAME, "namespace": DEMO_NS},
@@ -158,6 +203,8 @@ def demo_policy(prometheus_url: str, mode: str) -> dict[str, Any]:
             "prometheus": {"url": prometheus_url, "window": "10s"},
         },
     }
+    policy["spec"]["limits"].update(limits or {})  # type: ignore[index]
+    return policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +219,7 @@ class DemoOptions:
     mode: str
     seed: int | None
     nodes: int
+    node_kind: str | None = None
 
 
 def model_note() -> str:
@@ -223,8 +271,9 @@ class Demo:
         self.decisions: list[DecisionRecord] = []
         self.t0 = time.monotonic()
         self.api: client.ApiClient | None = None
-        self.twin: TwinExporter | None = None
+        self.twin: TwinExporter | RealWorkload | None = None
         self.operator: OperatorProcess | None = None
+        self.node_kind = "kwok"
 
     def _trace(self) -> Trace:
         if self.opts.trace is None:
@@ -269,16 +318,27 @@ class Demo:
                 interrupted = True
                 self.echo("\ninterrupted: summarising what ran, then tearing everything down")
             self._report()
-            self.echo("==> tearing down (operator, twin, Prometheus, control plane)")
+            self.echo("==> tearing down (operator, load or twin, Prometheus, control plane and node)")
         self.echo(f"logs of every component: {stack_dir}")
         return 130 if interrupted else 0
 
     def _start(self, stack: contextlib.ExitStack, stack_dir: Path) -> None:
-        done = self._step("tools (etcd, kube-*, kwok, helm; a cold build takes 20–30 min)")
+        done = self._step("tools (etcd, kube-*, kwok, helm, kubelet; a cold build takes 20–30 min)")
         bin_dir = locate_tools_bin((*DEFAULT_COMPONENTS, "helm"))
+        self.node_kind = resolve_node_kind(self.opts.node_kind, bin_dir)
+        if self.node_kind == "real":
+            bin_dir = locate_tools_bin((*DEFAULT_COMPONENTS, "helm", "node"))
         done()
-        done = self._step("control plane")
-        cluster = LocalCluster(bin_dir, stack_dir / "cluster", nodes=self.opts.nodes)
+        if self.node_kind == "real":
+            done = self._step("images: pause and the demo app (Debian packages + the wheel; first build ~2 min)")
+            nodes = 0
+        else:
+            done = self._step("control plane")
+            nodes = self.opts.nodes
+        cluster = make_cluster(self.node_kind, bin_dir, stack_dir / "cluster", nodes=nodes, timeout=180.0)
+        if self.node_kind == "real":
+            done()
+            done = self._step("control plane and a real node (kubelet + containerd)")
         stack.callback(cluster.stop)
         cluster.start()
         done()
@@ -301,6 +361,9 @@ class Demo:
         done()
 
         done = self._step("Prometheus, and the operator (rlscale run) with the chart's ServiceAccount token")
+        if isinstance(cluster, RealNodeCluster):
+            self._start_real(stack, cluster, stack_dir, kubeconfig, done)
+            return
         client.AppsV1Api(api).create_namespaced_deployment(DEMO_NS, demo_deployment())  # type: ignore[arg-type]
         prom = LocalPrometheus(stack_dir / "prometheus")
         stack.callback(prom.stop)
@@ -327,6 +390,61 @@ class Demo:
         prom.wait_for_value(f'sum(rate(http_requests_total{{namespace="{DEMO_NS}"}}[10s]))', timeout=60)
         client.CustomObjectsApi(api).create_namespaced_custom_object(
             "rlscale.io", "v1alpha1", DEMO_NS, "autoscalepolicies", demo_policy(prom.url, self.opts.mode)
+        )
+        done()
+
+    def _start_real(
+        self,
+        stack: contextlib.ExitStack,
+        cluster: RealNodeCluster,
+        stack_dir: Path,
+        kubeconfig: Path,
+        done: Callable[[], None],
+    ) -> None:
+        """The real node's half of :meth:`_start`: real pods, real load, Prometheus on both."""
+        api = self.api
+        assert api is not None
+        try:
+            image = demo_image().name
+        except ImageBuildError as exc:
+            raise click.ClickException(str(exc)) from exc
+        client.AppsV1Api(api).create_namespaced_deployment(DEMO_NS, real_demo_deployment(image))  # type: ignore[arg-type]
+        sd_file = stack_dir / "pods.sd.json"
+        endpoints = PodEndpoints(api, DEMO_NS, f"app.kubernetes.io/name={NAME}", REAL_PORT, sd_file=sd_file)
+        endpoints.start()
+        stack.callback(endpoints.stop)
+        prom = LocalPrometheus(stack_dir / "prometheus", scrape_configs=cluster.scrape_configs(sd_file))
+        stack.callback(prom.stop)
+        prom.start()
+        operator = self.operator = OperatorProcess(
+            kubeconfig, stack_dir, namespaces=(DEMO_NS,), prometheus_url=prom.url, env={"RLSCALE_START_SPREAD": "0"}
+        )
+        stack.callback(operator.stop)
+        operator.start()
+        done()
+
+        done = self._step(f"the load generator on the host → the Ready pods (peak {REAL_PEAK_RPS:g} req/s), the policy")
+        workload = RealWorkload(
+            api,
+            TwinTarget(DEMO_NS, NAME, CONTAINER),
+            self.trace,
+            prom,
+            speed=self.speed,
+            peak_rps=REAL_PEAK_RPS,
+            port=REAL_PORT,
+            endpoints=endpoints,
+            slo_ms=SLO_MS,
+            max_error_rate=MAX_ERROR_RATE,
+        )
+        wait_ready_pods(workload.endpoints, 1, 120)
+        self.twin = workload
+        workload.start()
+        stack.callback(workload.stop)
+        self.t0 = time.monotonic()
+        prom.wait_for_value(f'sum(rate(http_requests_total{{namespace="{DEMO_NS}"}}[10s]))', timeout=60)
+        prom.wait_for_value(f'sum(container_memory_working_set_bytes{{namespace="{DEMO_NS}"}})', timeout=60)
+        client.CustomObjectsApi(api).create_namespaced_custom_object(
+            "rlscale.io", "v1alpha1", DEMO_NS, "autoscalepolicies", demo_policy(prom.url, self.opts.mode, REAL_LIMITS)
         )
         done()
 
@@ -399,11 +517,25 @@ class Demo:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["number"])
             writer.writeheader()
             writer.writerows(rows)
-        (out / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
+        record: dict[str, Any] = {"node_kind": self.node_kind, **asdict(summary)}
+        applied = sum(1 for d in self.decisions if d.decision.applied)
+        if isinstance(twin, RealWorkload):
+            load = twin.load_summary or twin.generator.summary
+            record.update(pods_created=twin.pods_seen, decisions_applied=applied, load=load.model_dump())
+        (out / "summary.json").write_text(json.dumps(record, indent=2))
         self.echo("\nsummary")
         self.echo(
             format_summary(summary, slo_ms=SLO_MS, max_error_rate=MAX_ERROR_RATE, mode=self.opts.mode, ratio=ratio)
         )
+        if isinstance(twin, RealWorkload):
+            self.echo(
+                f"real pods:   {twin.pods_seen} created (the first and every one the scaling made), "
+                f"{applied} decisions applied through the API server"
+            )
+            self.echo(
+                f"real load:   {load.sent} requests sent from the host, {load.ok} ok, {load.http_error} HTTP errors, "
+                f"{load.timeout + load.connection_error} timeouts/connection errors, {load.dropped} dropped"
+            )
         self.echo(f"\nplot:      {png}\ndecisions: {out / 'decisions.csv'}\nsummary:   {out / 'summary.json'}")
 
 
@@ -463,7 +595,16 @@ def _decisions_by_source(metrics_text: str) -> dict[str, float]:
     help="Rollout gate mode of the demo policy.",
 )
 @click.option("--seed", type=int, default=None, help="Seed of the generated day (default: the first with a crowd).")
-@click.option("--nodes", type=click.IntRange(1, 50), default=3, show_default=True, help="Fake (kwok) nodes.")
+@click.option(
+    "--nodes", type=click.IntRange(1, 50), default=3, show_default=True, help="Fake (kwok) nodes (--node-kind kwok)."
+)
+@click.option(
+    "--node-kind",
+    type=click.Choice(["real", "kwok"]),
+    default=None,
+    help="real: the demo app in real pods on a kubelet; kwok: fake pods and the simulated twin. "
+    "Default: real where the host allows it.",
+)
 def demo(
     trace: Path | None,
     minutes: float,
@@ -473,14 +614,23 @@ def demo(
     mode: str,
     seed: int | None,
     nodes: int,
+    node_kind: str | None,
 ) -> None:
     """Run rlscale end to end on a local control plane and replay a load pattern against it."""
     opts = DemoOptions(
-        trace=trace, minutes=minutes, speed=speed, start=parse_start(start), out=out, mode=mode, seed=seed, nodes=nodes
+        trace=trace,
+        minutes=minutes,
+        speed=speed,
+        start=parse_start(start),
+        out=out,
+        mode=mode,
+        seed=seed,
+        nodes=nodes,
+        node_kind=node_kind,
     )
     try:
         code = Demo(opts).run()
-    except (ComponentError, ToolsNotFoundError, PrometheusNotFoundError, TimeoutError) as exc:
+    except (ComponentError, ToolsNotFoundError, PrometheusNotFoundError, TimeoutError, ImageBuildError) as exc:
         # Everything started was already stopped on the way out; say what failed and where its log is.
         raise click.ClickException(str(exc)) from exc
     if code:

@@ -39,7 +39,7 @@ import random
 import sys
 import time
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -349,10 +349,24 @@ class _Metrics:
 
 
 class LoadGenerator:
-    """Runs one bounded replay of a :class:`LoadPlan` against ``config.url``."""
+    """Runs one bounded replay of a :class:`LoadPlan` against ``config.url``.
 
-    def __init__(self, config: LoadConfig, plan: LoadPlan, registry: CollectorRegistry | None = None) -> None:
+    ``targets``, if given, replaces ``config.url``: each request goes to the next of the
+    URLs it returns at that moment (round robin), as a Service spreads over its Ready
+    endpoints — for pods the host reaches directly, with no kube-proxy in between. With
+    no URL to send to, the request counts as a connection error.
+    """
+
+    def __init__(
+        self,
+        config: LoadConfig,
+        plan: LoadPlan,
+        registry: CollectorRegistry | None = None,
+        targets: Callable[[], Sequence[str]] | None = None,
+    ) -> None:
         self.config = config
+        self._targets = targets
+        self._next = 0
         self.plan = plan
         self.summary = LoadSummary()
         self.metrics = _Metrics(registry or CollectorRegistry())
@@ -421,10 +435,23 @@ class LoadGenerator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _url(self) -> str | None:
+        if self._targets is None:
+            return str(self.config.url)
+        urls = self._targets()
+        if not urls:
+            return None
+        self._next += 1
+        return urls[self._next % len(urls)]
+
     async def _one(self, session: aiohttp.ClientSession) -> None:
+        url = self._url()
+        if url is None:
+            self._count("connection_error")
+            return
         t0 = time.perf_counter()
         try:
-            async with session.get(str(self.config.url)) as resp:
+            async with session.get(url) as resp:
                 await resp.read()
                 outcome = "ok" if resp.status < 400 else "http_error"
         except TimeoutError:

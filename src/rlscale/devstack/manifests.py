@@ -44,3 +44,36 @@ def guaranteed_deployment(
             },
         },
     }
+
+
+def real_deployment(
+    name: str,
+    *,
+    replicas: int,
+    cpu: str,
+    memory: str,
+    container: str,
+    image: str,
+    labels: dict[str, str],
+    args: list[str],
+    port: int,
+    namespace: str | None = None,
+) -> dict[str, Any]:
+    """:func:`guaranteed_deployment` for a real node: a locally imported image (never pulled), the
+    container's command, its port, a readiness probe (new pods take traffic only once they
+    answer) and a short grace period (scale-downs and rollouts do not wait 30 s)."""
+    dep = guaranteed_deployment(
+        name, replicas=replicas, cpu=cpu, memory=memory, container=container, image=image, labels=labels,
+        namespace=namespace,
+    )  # fmt: skip
+    pod = dep["spec"]["template"]["spec"]
+    pod["terminationGracePeriodSeconds"] = 5
+    pod["containers"][0].update(
+        {
+            "imagePullPolicy": "Never",
+            "args": args,
+            "ports": [{"containerPort": port, "name": "http"}],
+            "readinessProbe": {"httpGet": {"path": "/readyz", "port": port}, "periodSeconds": 1, "failureThreshold": 2},
+        }
+    )
+    return dep

@@ -72,6 +72,35 @@ class RealNodeCluster(LocalCluster):
         """The kubelet's node name."""
         return REAL_NODE_NAME
 
+    def scrape_configs(self, sd_file: Path) -> list[dict[str, Any]]:
+        """Prometheus jobs for this node: the pods listed in ``sd_file`` and the kubelet's cAdvisor.
+
+        ``pods`` reads its targets from a ``file_sd`` file (Debian's Prometheus has no
+        Kubernetes discovery; :class:`~.realload.PodEndpoints` writes the file from the
+        API, with ``namespace`` and ``pod`` labels as the operator's queries expect).
+        ``cadvisor`` scrapes the kubelet's ``/metrics/cadvisor``
+        (``container_cpu_usage_seconds_total``, ``container_memory_working_set_bytes``,
+        labelled by namespace, pod and container) with the admin token, written to a
+        0600 file for Prometheus.
+        """
+        token = self.work_dir / "prometheus.token"
+        token.write_text(self.admin_token)
+        token.chmod(0o600)
+        if not sd_file.exists():
+            sd_file.write_text("[]")
+        return [
+            {"job_name": "pods", "file_sd_configs": [{"files": [str(sd_file)], "refresh_interval": "1s"}]},
+            {
+                "job_name": "cadvisor",
+                "scheme": "https",
+                "metrics_path": "/metrics/cadvisor",
+                "authorization": {"credentials_file": str(token)},
+                # The kubelet serves a self-signed certificate from its cert dir.
+                "tls_config": {"insecure_skip_verify": True},
+                "static_configs": [{"targets": [f"{self.advertise_address}:{self.real_node.ports['kubelet']}"]}],
+            },
+        ]
+
     def stop(self, timeout: float = 15.0) -> None:
         """Undo the node (kubelet, pods, containerd, host changes), then stop the control plane."""
         self.real_node.teardown()

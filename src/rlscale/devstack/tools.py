@@ -46,6 +46,8 @@ def _binaries_for(components: Sequence[str]) -> list[str]:
     for c in components:
         if c == "k8s":
             names += ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"]
+        elif c == "node":  # the real node's kubelet, pause and CNI plugins (bin/cni/<type>)
+            names += ["kubelet", "pause", "cni/bridge", "cni/host-local", "cni/loopback"]
         elif c != "all":
             names.append(c)
     return names
