@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,14 +25,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from rlscale.training.ppo import RewardScaler, UpdateStats, VecEnv, _final_obs, _Logger, _mlp, _obs, seed_everything
+from rlscale.training.ppo import RewardScaler, UpdateStats, VecEnv, _final_obs, _mlp, _obs, seed_everything
 from rlscale.training.trainers import (
     EpisodeReturns,
-    OnUpdate,
+    RunSpec,
+    Session,
     Trained,
     greedy_masked,
     optimiser_step,
-    progress_bar,
     uniform_allowed,
 )
 
@@ -115,18 +114,7 @@ def td_loss(q_net: nn.Module, target_net: nn.Module, batch: dict[str, torch.Tens
     return nn.functional.smooth_l1_loss(q, target)
 
 
-def run_dqn(
-    env: VecEnv,
-    cfg: DqnConfig,
-    *,
-    n_features: int,
-    n_actions: int,
-    seed: int,
-    out_dir: Path | None = None,
-    progress: bool = False,
-    tensorboard: bool = False,
-    on_update: OnUpdate | None = None,
-) -> Trained:
+def run_dqn(env: VecEnv, cfg: DqnConfig, spec: RunSpec) -> Trained:
     """Train a masked Q-network on ``env``; the returned ``actor`` is the Q-network (greedy = masked arg-max).
 
     An episode cut by the time limit is bootstrapped from its last observation (``info["final_obs"]``)
@@ -135,25 +123,22 @@ def run_dqn(
     if env.n_envs != cfg.n_envs:
         raise ValueError(f"env has {env.n_envs} envs, the config {cfg.n_envs}")
     torch.set_num_threads(cfg.torch_threads)
-    rng = seed_everything(seed)
-    sampler = torch.Generator().manual_seed(seed)
-    q_net = _mlp(n_features, cfg.hidden, n_actions, 1.0)
+    rng = seed_everything(spec.seed)
+    sampler = torch.Generator().manual_seed(spec.seed)
+    q_net = _mlp(spec.n_features, cfg.hidden, spec.n_actions, 1.0)
     target_net = copy.deepcopy(q_net)
     optimizer = torch.optim.Adam(q_net.parameters(), lr=cfg.learning_rate)
-    buffer = ReplayBuffer(cfg.buffer_size, n_features, n_actions)
+    buffer = ReplayBuffer(cfg.buffer_size, spec.n_features, spec.n_actions)
     scaler = RewardScaler(cfg.n_envs, cfg.gamma) if cfg.norm_reward else None
     returns = EpisodeReturns(cfg.n_envs)
-    logger = _Logger(out_dir, tensorboard)
-    result = Trained("dqn", q_net)
-    noop_only = np.zeros(n_actions, bool)
+    noop_only = np.zeros(spec.n_actions, bool)
     noop_only[0] = True
     obs = _obs(env.reset())
     mask = np.asarray(env.action_masks(), dtype=bool)
     n_vec_steps = max(1, cfg.total_steps // cfg.n_envs)
-    bar = progress_bar(progress, n_vec_steps * cfg.n_envs, "dqn")
-    start = t_log = time.perf_counter()
+    t_log = time.perf_counter()
     grad_steps, losses, rewards, global_step = 0, [], [], 0
-    try:
+    with Session("dqn", q_net, spec, n_vec_steps * cfg.n_envs) as session:
         for step in range(1, n_vec_steps + 1):
             eps = cfg.epsilon(global_step)
             with torch.no_grad():
@@ -183,40 +168,29 @@ def run_dqn(
                 grad_steps += 1
                 if grad_steps % cfg.target_update_every == 0:
                     target_net.load_state_dict(q_net.state_dict())
-            if bar is not None:
-                bar.update(cfg.n_envs)
-            if step % cfg.log_every == 0 or step == n_vec_steps:
-                finished = returns.pop()
-                now = time.perf_counter()
-                stats = DqnStats(
-                    update=step // cfg.log_every,
-                    global_step=global_step,
-                    learning_rate=cfg.learning_rate,
-                    policy_loss=0.0,
-                    value_loss=float(np.mean(losses)) if losses else float("nan"),
-                    entropy=0.0,
-                    approx_kl=0.0,
-                    clip_fraction=0.0,
-                    explained_variance=float("nan"),
-                    mean_step_reward=float(np.mean(rewards)),
-                    episode_return=float(np.mean(finished)) if finished else None,
-                    episodes=len(finished),
-                    steps_per_second=len(rewards) * cfg.n_envs / max(now - t_log, 1e-9),
-                    epsilon=eps,
-                )
-                losses, rewards, t_log = [], [], now
-                result.history.append(stats)
-                logger.log(stats)
-                if on_update is not None and on_update(stats, q_net):
-                    break
-    finally:
-        if bar is not None:
-            bar.close()
-        logger.close()
-    q_net.eval()
-    result.wall_seconds = time.perf_counter() - start
-    result.global_step = global_step
-    return result
+            if step % cfg.log_every and step != n_vec_steps:
+                continue
+            finished, now = returns.pop(), time.perf_counter()
+            stats = DqnStats(
+                update=step // cfg.log_every,
+                global_step=global_step,
+                learning_rate=cfg.learning_rate,
+                policy_loss=0.0,
+                value_loss=float(np.mean(losses)) if losses else float("nan"),
+                entropy=0.0,
+                approx_kl=0.0,
+                clip_fraction=0.0,
+                explained_variance=float("nan"),
+                mean_step_reward=float(np.mean(rewards)),
+                episode_return=float(np.mean(finished)) if finished else None,
+                episodes=len(finished),
+                steps_per_second=len(rewards) * cfg.n_envs / max(now - t_log, 1e-9),
+                epsilon=eps,
+            )
+            if session.record(stats, len(rewards) * cfg.n_envs):
+                break
+            losses, rewards, t_log = [], [], now
+    return session.finish(global_step)
 
 
 __all__ = ["DqnConfig", "ReplayBuffer", "run_dqn", "td_loss"]

@@ -26,7 +26,6 @@ the rollout buffers, seeding and logging are PPO's code; only the grouping is ne
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
@@ -39,14 +38,13 @@ from rlscale.training.ppo import (
     Rollout,
     UpdateStats,
     VecEnv,
-    _Logger,
     _obs,
     compute_gae,
     ppo_loss,
     seed_everything,
 )
 from rlscale.training.ppo_config import PpoConfig
-from rlscale.training.trainers import EpisodeReturns, OnUpdate, Trained, act_sampled, optimiser_step, progress_bar
+from rlscale.training.trainers import EpisodeReturns, RunSpec, Session, Trained, act_sampled, optimiser_step
 
 
 class GroupEnv(VecEnv, Protocol):
@@ -131,37 +129,25 @@ def group_advantages(
     return adv
 
 
-def run_grpo(
-    env: GroupEnv,
-    cfg: GrpoConfig,
-    *,
-    n_features: int,
-    n_actions: int,
-    seed: int,
-    out_dir: Path | None = None,
-    progress: bool = False,
-    tensorboard: bool = False,
-    on_update: OnUpdate | None = None,
-) -> Trained:
+def run_grpo(env: GroupEnv, cfg: GrpoConfig, spec: RunSpec) -> Trained:
     """Train a policy with GRPO on ``env`` (``cfg.n_envs`` envs, consecutive groups of ``cfg.group_size``)."""
     if env.n_envs != cfg.n_envs:
         raise ValueError(f"env has {env.n_envs} envs, the config {cfg.n_envs} ({cfg.n_groups} × {cfg.group_size})")
+    n_features, n_actions = spec.n_features, spec.n_actions
     torch.set_num_threads(cfg.torch_threads)
-    rng = seed_everything(seed)
-    sampler = torch.Generator().manual_seed(seed)
+    rng = seed_everything(spec.seed)
+    sampler = torch.Generator().manual_seed(spec.seed)
     # PPO's network; only the actor is optimised (and exported) — the critic is never used.
     model = ActorCritic(n_features, n_actions, cfg.hidden)
     optimizer = torch.optim.Adam(model.actor.parameters(), lr=cfg.learning_rate, eps=1e-5)
     loss_cfg = cfg.loss_config()
-    logger = _Logger(out_dir, tensorboard)
-    result = Trained("grpo", model.actor)
     leaders = np.repeat(np.arange(cfg.n_groups) * cfg.group_size, cfg.group_size)
     buf = Rollout.empty(cfg.horizon, cfg.n_envs, n_features, n_actions)
     returns = EpisodeReturns(cfg.n_envs)
     obs = _obs(env.reset())
-    bar = progress_bar(progress, cfg.n_updates * cfg.batch_size, "grpo")
-    start = time.perf_counter()
-    try:
+    none = torch.zeros(cfg.batch_size)
+    update = 0
+    with Session("grpo", model.actor, spec, cfg.n_updates * cfg.batch_size) as session:
         for update in range(1, cfg.n_updates + 1):
             frac = (update - 1) / cfg.n_updates
             lr = cfg.learning_rate * (1.0 - frac) if cfg.anneal_lr else cfg.learning_rate
@@ -190,11 +176,9 @@ def run_grpo(
                 "old_log_probs": torch.from_numpy(buf.log_probs.reshape(-1)),
                 "advantages": torch.from_numpy(adv.reshape(-1).astype(np.float32)),
             }
-            none = torch.zeros(cfg.batch_size)
-            minibatch = cfg.batch_size // cfg.n_minibatches
             parts = None
             for _epoch in range(cfg.update_epochs):
-                for idx in np.split(rng.permutation(cfg.batch_size), cfg.batch_size // minibatch):
+                for idx in np.split(rng.permutation(cfg.batch_size), cfg.n_minibatches):
                     i = torch.from_numpy(idx)
                     mb = {k: v[i] for k, v in flat.items()}
                     parts = ppo_loss(
@@ -219,20 +203,9 @@ def run_grpo(
                 episodes=len(finished),
                 steps_per_second=cfg.batch_size / max(time.perf_counter() - t0, 1e-9),
             )
-            result.history.append(stats)
-            logger.log(stats)
-            if bar is not None:
-                bar.update(cfg.batch_size)
-            if on_update is not None and on_update(stats, model.actor):
+            if session.record(stats, cfg.batch_size):
                 break
-    finally:
-        if bar is not None:
-            bar.close()
-        logger.close()
-    model.eval()
-    result.wall_seconds = time.perf_counter() - start
-    result.global_step = result.history[-1].global_step if result.history else 0
-    return result
+    return session.finish(update * cfg.batch_size)
 
 
 __all__ = ["GroupEnv", "GrpoConfig", "group_advantages", "run_grpo"]

@@ -14,6 +14,7 @@ PPO's and GRPO's logits, DQN's Q-values — all masked and arg-maxed in ``policy
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,13 +90,59 @@ class EpisodeReturns:
         return out
 
 
-def progress_bar(enabled: bool, total: int, desc: str) -> Any:
-    """A tqdm bar over environment steps, or None."""
-    if not enabled:
-        return None
-    from tqdm import tqdm
+@dataclass(frozen=True)
+class RunSpec:
+    """What every trainer is told besides its config: the problem's sizes, the seed, and where to report."""
 
-    return tqdm(total=total, unit="step", desc=desc, dynamic_ncols=True)
+    n_features: int
+    n_actions: int
+    seed: int
+    out_dir: Path | None = None
+    progress: bool = False
+    tensorboard: bool = False
+    on_update: OnUpdate | None = None
+
+
+class Session:
+    """A training loop's bookkeeping: progress bar, CSV/TensorBoard log (PPO's logger), history, clock, stop hook.
+
+    ``with Session(...) as s:`` around the loop; :meth:`record` after every update (True: stop,
+    the ``on_update`` hook asked for it); :meth:`finish` for the result.
+    """
+
+    def __init__(self, algo: Algo, actor: nn.Module, spec: RunSpec, total_steps: int) -> None:
+        from rlscale.training.ppo import _Logger
+
+        self.spec, self.result = spec, Trained(algo, actor)
+        self._logger = _Logger(spec.out_dir, spec.tensorboard)
+        self._bar: Any = None
+        if spec.progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_steps, unit="step", desc=algo, dynamic_ncols=True)
+        self._start = time.perf_counter()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        self._logger.close()
+
+    def record(self, stats: UpdateStats, steps: int) -> bool:
+        """Log one update (``steps`` environment steps since the last); True if training should stop."""
+        self.result.history.append(stats)
+        self._logger.log(stats)
+        if self._bar is not None:
+            self._bar.update(steps)
+        return bool(self.spec.on_update(stats, self.result.actor)) if self.spec.on_update is not None else False
+
+    def finish(self, global_step: int) -> Trained:
+        self.result.actor.eval()
+        self.result.wall_seconds = time.perf_counter() - self._start
+        self.result.global_step = global_step
+        return self.result
 
 
 # --------------------------------------------------------------------------- one pipeline for every algorithm
@@ -137,29 +184,21 @@ def train_algo(
     from rlscale.policy.actions import N_ACTIONS
     from rlscale.policy.spec import N_FEATURES
 
-    common: dict[str, Any] = {
-        "n_features": N_FEATURES,
-        "n_actions": N_ACTIONS,
-        "seed": seed,
-        "out_dir": out_dir,
-        "progress": progress,
-        "tensorboard": tensorboard,
-        "on_update": on_update,
-    }
+    spec = RunSpec(N_FEATURES, N_ACTIONS, seed, out_dir, progress, tensorboard, on_update)
     if algo == "ppo":
         from rlscale.training.ppo import run_ppo
         from rlscale.training.ppo_config import PpoConfig
 
-        p = run_ppo(env, ppo if ppo is not None else PpoConfig(), **common)
+        p = run_ppo(env, ppo if ppo is not None else PpoConfig(), **spec.__dict__)
         return Trained("ppo", p.model.actor, p.history, p.wall_seconds, p.global_step)
     if algo == "grpo":
         from rlscale.training.grpo import GrpoConfig, run_grpo
 
-        return run_grpo(env, grpo if grpo is not None else GrpoConfig(), **common)
+        return run_grpo(env, grpo if grpo is not None else GrpoConfig(), spec)
     if algo == "dqn":
         from rlscale.training.dqn import DqnConfig, run_dqn
 
-        return run_dqn(env, dqn if dqn is not None else DqnConfig(), **common)
+        return run_dqn(env, dqn if dqn is not None else DqnConfig(), spec)
     raise ValueError(f"unknown algorithm {algo!r}; choose from {', '.join(ALGOS)}")
 
 
@@ -266,6 +305,8 @@ __all__ = [
     "ALGOS",
     "Algo",
     "EpisodeReturns",
+    "RunSpec",
+    "Session",
     "Trained",
     "act_sampled",
     "export_trained",
