@@ -75,6 +75,11 @@ class ControllerState:
     last_replicas_changed: bool = False
     last_limits_changed: bool = False
     decisions: int = 0
+    #: The learned policy's memory (a model with a context encoder): what it returned last
+    #: time, fed back next time. ``None`` before its first decision, with a feed-forward model
+    #: and while no model is loaded (the model did not see those intervals, so its memory of
+    #: them would be a guess).
+    context: list[float] | None = None
 
     @classmethod
     def initial(cls, config: DecisionConfig) -> ControllerState:
@@ -94,6 +99,7 @@ class ControllerState:
             last_replicas_changed=self.last_replicas_changed,
             last_limits_changed=self.last_limits_changed,
             decisions=self.decisions,
+            context=None if self.context is None else list(self.context),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,6 +114,7 @@ class ControllerState:
             "last_replicas_changed": self.last_replicas_changed,
             "last_limits_changed": self.last_limits_changed,
             "decisions": self.decisions,
+            "context": self.context,
         }
 
     @classmethod
@@ -123,7 +130,30 @@ class ControllerState:
             last_replicas_changed=bool(data.get("last_replicas_changed", False)),
             last_limits_changed=bool(data.get("last_limits_changed", False)),
             decisions=int(data.get("decisions", 0)),
+            context=_context_from(data.get("context")),
         )
+
+
+def _context_from(value: Any) -> list[float] | None:
+    """A stored context, or None if it is absent or not a list of finite numbers (then the model starts afresh)."""
+    if not isinstance(value, list) or not value:
+        return None
+    try:
+        out = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    return out if all(math.isfinite(v) for v in out) else None
+
+
+def _context_in(states: Sequence[ControllerState], model: PolicyModel | None) -> npt.NDArray[np.float32] | None:
+    """The contexts to feed ``model`` for these controllers (zeros for one that has none of its width)."""
+    if model is None or not model.context_size:
+        return None
+    out = np.zeros((len(states), model.context_size), dtype=np.float32)
+    for i, state in enumerate(states):
+        if state.context is not None and len(state.context) == model.context_size:
+            out[i] = state.context
+    return out
 
 
 @dataclass(frozen=True)
@@ -284,9 +314,12 @@ def decide(
         np.concatenate((pm, [[obs.memory_limit_mib]]), axis=1),
     )
     learned_idx: int | None = None
+    context_in = _context_in([state], model) if model is not None else None
+    state.context = None
     if model is not None:
-        logits = model.logits(encode_matrix(obs.raw(config)))
+        logits, context = model.step(encode_matrix(obs.raw(config)), context_in)
         learned_idx = int(masked_argmax(logits, checked.allowed[:, :N_ACTIONS])[0])
+        state.context = context[0].tolist() if model.context_size else None
     current = (obs.replicas, obs.cpu_limit_m, obs.memory_limit_mib)
     decision = _conclude(config, state, checked, 0, learned_idx, current, now, baseline, outcome, model_error)
     return decision, state
@@ -570,6 +603,10 @@ def decide_batch(
     # 4. The learned policies: one encode for all, one ONNX call per model over its rows.
     learned: list[int | None] = [None] * n
     model_groups = [rows for rows in _groups([id(m) for m in model_list]) if model_list[rows[0]] is not None]
+    # The memory each model is fed (read before it is cleared: a controller without a model keeps none).
+    contexts_in = [_context_in([new_states[i] for i in rows], model_list[rows[0]]) for rows in model_groups]
+    for state in new_states:
+        state.context = None
     if model_groups:
         if whole:
             allowed = checks[0].allowed[:, :N_ACTIONS]
@@ -580,14 +617,18 @@ def decide_batch(
         config_rows = {id(c): [get(c) for get in _CONFIG_GETTERS] for c in configs}
         raw[_N_OBSERVED:] = np.array([config_rows[id(c)] for c in configs], dtype=np.float64).T
         encoded = encode_matrix(raw)
-        for rows in model_groups:
+        for rows, context_in in zip(model_groups, contexts_in, strict=True):
             model = model_list[rows[0]]
             assert model is not None
             every = len(rows) == n
-            logits = model.logits(encoded if every else encoded[rows])
+            members = new_states if every else [new_states[i] for i in rows]
+            logits, contexts = model.step(encoded if every else encoded[rows], context_in)
             best = masked_argmax(logits, allowed if every else allowed[rows]).tolist()
             for i, b in zip(rows, best, strict=True):
                 learned[i] = b
+            if model.context_size:
+                for state, context in zip(members, contexts.tolist(), strict=True):
+                    state.context = context
 
     # 5. Per controller: the gate, the final clamp, the bookkeeping.
     return [

@@ -1,5 +1,9 @@
 """The ONNX runner: load a policy model, check it was built for this spec, return logits.
 
+A model may have memory: then it takes the context it returned last time as a second input
+and returns the next one (:attr:`PolicyModel.context_size` > 0). The caller keeps the
+context (``policy/decide.py`` in the controller state, which the operator persists).
+
 A model carries its contract in the ONNX metadata: the spec hash, the action table and
 the observation feature names, plus training provenance. A file that lacks them, or was
 built for another spec, is refused with :class:`ModelMismatchError`; the caller then lets
@@ -25,6 +29,10 @@ from rlscale.policy.spec import FEATURE_NAMES, N_FEATURES, SPEC_HASH
 #: ONNX input and output names of every rlscale policy model.
 INPUT_NAME = "obs"
 OUTPUT_NAME = "logits"
+#: … and of a model with memory (a context encoder), which also maps the context it was
+#: given to the next one: ``(obs, context_in) → (logits, context_out)``.
+CONTEXT_INPUT_NAME = "context_in"
+CONTEXT_OUTPUT_NAME = "context_out"
 
 META_SPEC_HASH = "rlscale.spec_hash"
 META_ACTIONS = "rlscale.action_table"
@@ -72,6 +80,10 @@ class PolicyModel:
         #: (an onnxruntime session does not give its weights back); tens of KB.
         self.data = data
         self.training: dict[str, Any] = json.loads(metadata.get(META_TRAINING, "{}"))
+        inputs = {i.name: i.shape for i in session.get_inputs()}
+        #: Width of the model's context (its memory); 0 for a feed-forward model.
+        self.context_size: int = int(inputs[CONTEXT_INPUT_NAME][-1]) if CONTEXT_INPUT_NAME in inputs else 0
+        self._outputs = [OUTPUT_NAME, CONTEXT_OUTPUT_NAME] if self.context_size else [OUTPUT_NAME]
 
     @classmethod
     def load(cls, path: str | Path) -> PolicyModel:
@@ -127,11 +139,44 @@ class PolicyModel:
             raise ModelMismatchError(f"model {source} expects {inputs[INPUT_NAME][-1]} features, spec has {N_FEATURES}")
         if outputs[OUTPUT_NAME][-1] != N_ACTIONS:
             raise ModelMismatchError(f"model {source} outputs {outputs[OUTPUT_NAME][-1]} logits, spec has {N_ACTIONS}")
+        extra = set(inputs) - {INPUT_NAME}
+        if extra not in (set(), {CONTEXT_INPUT_NAME}):
+            raise ModelMismatchError(f"model {source} has unknown inputs {sorted(extra)}")
+        if CONTEXT_INPUT_NAME in inputs:
+            width_in = inputs[CONTEXT_INPUT_NAME][-1]
+            width_out = outputs.get(CONTEXT_OUTPUT_NAME, [None])[-1]
+            if not isinstance(width_in, int) or width_in <= 0 or width_out != width_in:
+                raise ModelMismatchError(
+                    f"model {source} takes a context of width {width_in} but returns "
+                    f"{'none' if CONTEXT_OUTPUT_NAME not in outputs else f'one of width {width_out}'}"
+                )
 
     def logits(self, obs: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Logits of shape ``(n, N_ACTIONS)`` for observations of shape ``(n, N_FEATURES)``."""
-        out = self._session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(obs, dtype=np.float32)})[0]
-        return np.asarray(out, dtype=np.float32)
+        """Logits of shape ``(n, N_ACTIONS)`` for observations of shape ``(n, N_FEATURES)``.
+
+        A model with memory is run from an empty context (what it knows on its first decision).
+        """
+        return self.step(obs)[0]
+
+    def step(
+        self, obs: npt.NDArray[np.float32], context: npt.NDArray[np.float32] | None = None
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Logits ``(n, N_ACTIONS)`` and the next context ``(n, context_size)``.
+
+        ``context`` is what the previous step returned (``None``: an empty one, zeros). A
+        feed-forward model ignores it and returns a context of width 0.
+        """
+        obs = np.ascontiguousarray(obs, dtype=np.float32)
+        feeds = {INPUT_NAME: obs}
+        if self.context_size:
+            if context is None:
+                context = np.zeros((len(obs), self.context_size), dtype=np.float32)
+            feeds[CONTEXT_INPUT_NAME] = np.ascontiguousarray(context, dtype=np.float32)
+        out = self._session.run(self._outputs, feeds)
+        logits = np.asarray(out[0], dtype=np.float32)
+        if not self.context_size:
+            return logits, np.zeros((len(obs), 0), dtype=np.float32)
+        return logits, np.asarray(out[1], dtype=np.float32)
 
 
 def load_default_model() -> PolicyModel:

@@ -19,7 +19,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from rlscale.policy.actions import N_ACTIONS
-from rlscale.policy.model import INPUT_NAME, OUTPUT_NAME, model_metadata
+from rlscale.policy.model import CONTEXT_INPUT_NAME, CONTEXT_OUTPUT_NAME, INPUT_NAME, OUTPUT_NAME, model_metadata
 from rlscale.policy.spec import N_FEATURES
 
 
@@ -62,5 +62,62 @@ def random_mlp_onnx(
     model.ir_version = 8
     meta = dict(metadata) if metadata is not None else model_metadata(training or {"kind": "random", "seed": seed})
     helper.set_model_props(model, meta)
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def random_recurrent_onnx(
+    *, context: int = 16, hidden: int = 32, seed: int = 0, training: Mapping[str, Any] | None = None
+) -> bytes:
+    """A model with memory, random weights: the gated context encoder, then a one-hidden-layer tanh MLP on the context.
+
+    ``(obs, context_in) → (logits, context_out)`` with
+    ``c = σ(W_g [obs, context_in] + b_g) ⊙ tanh(W_s obs + b_s) + (1 − σ(…)) ⊙ context_in``,
+    the graph :mod:`rlscale.training.export` writes for a PPO model with an encoder.
+    """
+    rng = np.random.default_rng(seed)
+
+    def dense(name: str, d_in: int, d_out: int) -> list[onnx.TensorProto]:
+        w = (rng.standard_normal((d_in, d_out)) / np.sqrt(d_in)).astype(np.float32)
+        b = (0.1 * rng.standard_normal(d_out)).astype(np.float32)
+        return [numpy_helper.from_array(w, f"{name}_w"), numpy_helper.from_array(b, f"{name}_b")]
+
+    inits = [
+        *dense("in", N_FEATURES, context),
+        *dense("gate", N_FEATURES + context, context),
+        *dense("h", context, hidden),
+        *dense("out", hidden, N_ACTIONS),
+        numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
+    ]
+    nodes = [
+        helper.make_node("Gemm", [INPUT_NAME, "in_w", "in_b"], ["zs"]),
+        helper.make_node("Tanh", ["zs"], ["hs"]),
+        helper.make_node("Concat", [INPUT_NAME, CONTEXT_INPUT_NAME], ["cat"], axis=-1),
+        helper.make_node("Gemm", ["cat", "gate_w", "gate_b"], ["zg"]),
+        helper.make_node("Sigmoid", ["zg"], ["g"]),
+        helper.make_node("Mul", ["g", "hs"], ["take"]),
+        helper.make_node("Sub", ["one", "g"], ["keep_g"]),
+        helper.make_node("Mul", ["keep_g", CONTEXT_INPUT_NAME], ["keep"]),
+        helper.make_node("Add", ["take", "keep"], [CONTEXT_OUTPUT_NAME]),
+        helper.make_node("Gemm", [CONTEXT_OUTPUT_NAME, "h_w", "h_b"], ["zh"]),
+        helper.make_node("Tanh", ["zh"], ["hh"]),
+        helper.make_node("Gemm", ["hh", "out_w", "out_b"], [OUTPUT_NAME]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "rlscale_random_recurrent",
+        [
+            helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", N_FEATURES]),
+            helper.make_tensor_value_info(CONTEXT_INPUT_NAME, TensorProto.FLOAT, ["batch", context]),
+        ],
+        [
+            helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", N_ACTIONS]),
+            helper.make_tensor_value_info(CONTEXT_OUTPUT_NAME, TensorProto.FLOAT, ["batch", context]),
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, model_metadata(training or {"kind": "random recurrent", "seed": seed}))
     onnx.checker.check_model(model)
     return model.SerializeToString()

@@ -233,7 +233,7 @@ def export_cmd(checkpoint: Path, out: Path) -> None:
         raise click.BadParameter(f"{checkpoint} is not an rlscale training checkpoint: {exc}") from exc
     info = dict(data.get("training_info") or {})
     info.update({"exported_from": str(checkpoint), "update": data["update"], "global_step": data["global_step"]})
-    onnx_bytes, parity = export_actor(model.actor, info)
+    onnx_bytes, parity = export_actor(model.policy_module(), info)
     write_model(out, onnx_bytes)
     click.echo(f"wrote {out} ({len(onnx_bytes) / 1024:.1f} KiB); ONNX parity {parity:.2e}")
 

@@ -1,6 +1,8 @@
 """Export a trained actor to ONNX: logits only, with the contract metadata, checked for parity.
 
-The exported graph is just the actor MLP (``obs`` → ``logits``). The mask and the argmax
+The exported graph is just the actor MLP (``obs`` → ``logits``), or for a policy with
+memory the context encoder and the actor (``(obs, context_in)`` → ``(logits, context_out)``,
+:class:`~rlscale.training.ppo.RecurrentActor`). The mask and the argmax
 stay in ``policy/``, so the operator applies exactly the rules it enforces to whatever
 model it is given, and a model never needs retraining when a user changes a limit.
 
@@ -25,7 +27,14 @@ import onnx
 import torch
 from torch import nn
 
-from rlscale.policy.model import INPUT_NAME, OUTPUT_NAME, PolicyModel, model_metadata
+from rlscale.policy.model import (
+    CONTEXT_INPUT_NAME,
+    CONTEXT_OUTPUT_NAME,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    PolicyModel,
+    model_metadata,
+)
 from rlscale.policy.spec import FEATURES, N_FEATURES
 
 #: The largest |torch − onnxruntime| logit difference an export may have.
@@ -45,11 +54,25 @@ def random_observations(n: int, seed: int = 0) -> npt.NDArray[np.float32]:
     return rng.uniform(lo, hi, size=(n, N_FEATURES)).astype(np.float32)
 
 
+def context_size(actor: nn.Module) -> int:
+    """The width of the context a policy module carries (0: feed-forward)."""
+    encoder = getattr(actor, "encoder", None)
+    return int(encoder.size) if encoder is not None else 0
+
+
 def _to_onnx(actor: nn.Module) -> onnx.ModelProto:
     """Trace the actor with the torch.export-based exporter, batch dimension dynamic."""
     actor = actor.eval()
-    example = (torch.zeros(1, N_FEATURES),)
+    width = context_size(actor)
     batch = torch.export.Dim("batch")
+    example: tuple[torch.Tensor, ...] = (torch.zeros(1, N_FEATURES),)
+    names_in, names_out = [INPUT_NAME], [OUTPUT_NAME]
+    dynamic: tuple[dict[int, Any], ...] = ({0: batch},)
+    if width:
+        example += (torch.zeros(1, width),)
+        names_in.append(CONTEXT_INPUT_NAME)
+        names_out.append(CONTEXT_OUTPUT_NAME)
+        dynamic += ({0: batch},)
     # The exporter logs every pass and warns about optional vision ops; neither helps a user.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -57,9 +80,9 @@ def _to_onnx(actor: nn.Module) -> onnx.ModelProto:
         program = torch.onnx.export(
             actor,
             example,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: batch},),
+            input_names=names_in,
+            output_names=names_out,
+            dynamic_shapes=dynamic,
             opset_version=OPSET,
             dynamo=True,
             verbose=False,
@@ -70,12 +93,20 @@ def _to_onnx(actor: nn.Module) -> onnx.ModelProto:
 
 
 def check_parity(actor: nn.Module, policy: PolicyModel, n: int = 1024, seed: int = 0) -> float:
-    """Max abs difference between torch and onnxruntime logits on random observations."""
+    """Max abs difference between torch and onnxruntime outputs on random observations (and contexts)."""
     obs = random_observations(n, seed)
+    width = context_size(actor)
+    if policy.context_size != width:
+        return float("inf")
+    if not width:
+        with torch.no_grad():
+            expected = actor(torch.from_numpy(obs)).numpy()
+        return float(np.max(np.abs(expected - policy.logits(obs))))
+    context = np.random.default_rng(seed + 1).uniform(-1.0, 1.0, size=(n, width)).astype(np.float32)
     with torch.no_grad():
-        expected = actor(torch.from_numpy(obs)).numpy()
-    got = policy.logits(obs)
-    return float(np.max(np.abs(expected - got)))
+        logits, next_context = (t.numpy() for t in actor(torch.from_numpy(obs), torch.from_numpy(context)))
+    got_logits, got_context = policy.step(obs, context)
+    return float(max(np.max(np.abs(logits - got_logits)), np.max(np.abs(next_context - got_context))))
 
 
 def export_actor(

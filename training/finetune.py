@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnx
 import torch
 from onnx import numpy_helper
@@ -46,7 +47,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from rlscale.policy.actions import N_ACTIONS
-from rlscale.policy.model import INPUT_NAME, META_SPEC_HASH, OUTPUT_NAME, PolicyModel
+from rlscale.policy.model import CONTEXT_INPUT_NAME, INPUT_NAME, META_SPEC_HASH, OUTPUT_NAME, PolicyModel
 from rlscale.policy.spec import N_FEATURES
 from rlscale.training.ppo import ActorCritic, UpdateStats, seed_everything
 from rlscale.training.ppo_config import DataConfig, FineTuneConfig, PpoConfig, TrainConfig
@@ -133,12 +134,56 @@ def hidden_widths(actor: nn.Sequential) -> tuple[int, ...]:
     return tuple(outs[:-1])
 
 
-def actor_critic_from_onnx(data: bytes, seed: int = 0) -> ActorCritic:
-    """An :class:`ActorCritic` whose actor is the ONNX model's and whose critic is freshly initialised.
+def recurrent_from_onnx(proto: onnx.ModelProto, hidden: Sequence[int], context_size: int, seed: int) -> ActorCritic:
+    """An :class:`ActorCritic` with a context encoder, its encoder and actor read back from the ONNX graph.
 
-    The critic's initialisation is seeded (``seed``), so a fine-tune is reproducible.
+    Each layer is a Gemm whose weight initializer the exporter names after the traced
+    module's parameter (``encoder.gate.weight``, ``actor.0.weight``, …). Biases are taken
+    from the Gemm that uses the weight, not by name: the exporter's optimiser merges equal
+    initializers (a fresh network's zero biases) under one name, or drops them.
     """
-    actor = actor_from_onnx(data)
+    seed_everything(seed)
+    model = ActorCritic(N_FEATURES, N_ACTIONS, hidden, context_size)
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    found: dict[str, npt.NDArray[np.float32]] = {}
+    for node in proto.graph.node:
+        if node.op_type != "Gemm" or not node.input[1].endswith(".weight"):
+            continue
+        attrs = _attrs(node)
+        if attrs.get("transB", 0) != 1 or attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0:
+            raise FineTuneError(f"Gemm {node.name!r} has attributes {attrs}: not an rlscale encoder model")
+        weight = inits.get(node.input[1])
+        if weight is None:
+            raise FineTuneError(f"Gemm {node.name!r} does not take its weight from an initializer")
+        found[node.input[1]] = weight
+        bias_name = node.input[2] if len(node.input) > 2 else ""
+        layer = node.input[1].removesuffix(".weight")
+        found[layer + ".bias"] = inits[bias_name] if bias_name in inits else np.zeros(weight.shape[0], np.float32)
+    state = model.policy_module().state_dict()
+    for name, param in state.items():
+        value = found.get(name)
+        if value is None or tuple(value.shape) != tuple(param.shape):
+            got = "missing" if value is None else f"of shape {tuple(value.shape)}"
+            raise FineTuneError(f"the model's {name} is {got}, expected {tuple(param.shape)}: not an rlscale encoder")
+        state[name] = torch.from_numpy(np.array(value, dtype=np.float32))
+    model.policy_module().load_state_dict(state)
+    return model.eval()
+
+
+def actor_critic_from_onnx(data: bytes, seed: int = 0, hidden: Sequence[int] | None = None) -> ActorCritic:
+    """An :class:`ActorCritic` whose actor (and encoder) is the ONNX model's and whose critic is freshly initialised.
+
+    The critic's initialisation is seeded (``seed``), so a fine-tune is reproducible. A model
+    with memory needs its recorded ``hidden`` widths (its graph is not one MLP chain).
+    """
+    proto = onnx.load_model_from_string(data)
+    context = [i for i in proto.graph.input if i.name == CONTEXT_INPUT_NAME]
+    if context:
+        width = context[0].type.tensor_type.shape.dim[-1].dim_value
+        if hidden is None:
+            raise FineTuneError("a model with memory must record its hidden widths in its training config")
+        return recurrent_from_onnx(proto, hidden, int(width), seed)
+    actor = actor_from_onnx(proto)
     linears = [m for m in actor if isinstance(m, nn.Linear)]
     if linears[0].in_features != N_FEATURES or linears[-1].out_features != N_ACTIONS:
         raise FineTuneError(
@@ -288,8 +333,14 @@ def fine_tune(
     ft = FineTuneConfig.model_validate(ft.model_dump())  # overrides validated like the rest
     init = _load_policy(model)
     window = training_window(trace, split)
-    ac = actor_critic_from_onnx(init.data, seed)
+    recorded = init.training.get("config", {}) if isinstance(init.training.get("config"), dict) else {}
+    recorded_hidden = recorded.get("ppo", {}).get("hidden")
+    ac = actor_critic_from_onnx(init.data, seed, tuple(recorded_hidden) if recorded_hidden else None)
     base, note = base_config(init.training, ac.hidden)
+    if base.ppo.context_size != ac.context_size:
+        raise FineTuneError(
+            f"the init model's config says context {base.ppo.context_size}, its graph has {ac.context_size}"
+        )
     cfg = fine_tune_config(base, ft, window, seed=seed)
     loads, data_provenance, share = _episode_mix(cfg, window, ft.trace_share)
 
@@ -340,7 +391,7 @@ def fine_tune(
         "ppo_seconds": round(result.wall_seconds, 1),
         "wall_seconds": round(time.perf_counter() - t_start, 1),  # up to the export
     }
-    data, _parity = export_actor(result.model.actor, info)
+    data, _parity = export_actor(result.model.policy_module(), info)
     return data
 
 

@@ -72,26 +72,100 @@ def _mlp(d_in: int, hidden: Sequence[int], d_out: int, out_std: float) -> nn.Seq
     return nn.Sequential(*layers)
 
 
-class ActorCritic(nn.Module):
-    """Separate actor and critic MLPs; only the actor is exported.
+class ContextEncoder(nn.Module):
+    """Seed 001's gated context encoder: a learned running summary of what the policy has seen.
 
-    Separate trunks keep the exported model small and keep value-loss gradients out of the
-    policy. The actor's last layer starts near zero (std 0.01), so the initial policy is
-    close to uniform over the allowed actions.
+    ``h_t = tanh(W_s s_t + b_s)``, ``g_t = σ(W_g [s_t, c_{t−1}] + b_g)``,
+    ``c_t = g_t ⊙ h_t + (1 − g_t) ⊙ c_{t−1}``. Each unit of the context decides, from what it
+    sees now and what it holds, how much of the present to take in: a slow unit averages load
+    over many intervals (a level), a fast one tracks the last few (a ramp). Chosen over an LSTM
+    because it is one gate instead of four (a decision stays a few small matrix products),
+    its context is a convex mix of ``tanh`` values and so stays in ``[-1, 1]`` whatever runs,
+    and its ONNX graph is Gemm/Tanh/Sigmoid/Mul/Add, which any runtime executes.
     """
 
-    def __init__(self, n_features: int, n_actions: int, hidden: Sequence[int] = (64, 64)) -> None:
+    def __init__(self, n_features: int, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.input = _layer(n_features, size, float(np.sqrt(2.0)))
+        self.gate = _layer(n_features + size, size, 1.0)
+
+    def forward(self, obs: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.input(obs))
+        g = torch.sigmoid(self.gate(torch.cat([obs, context], dim=-1)))
+        return g * h + (1.0 - g) * context
+
+
+class RecurrentActor(nn.Module):
+    """What a model with an encoder exports: ``(obs, context_in) → (logits, context_out)``."""
+
+    def __init__(self, encoder: ContextEncoder, actor: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.actor = encoder, actor
+
+    def forward(self, obs: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.encoder(obs, context)
+        return self.actor(c), c
+
+
+class ActorCritic(nn.Module):
+    """Separate actor and critic MLPs, optionally behind a shared context encoder; only the actor is exported.
+
+    Separate trunks keep the exported model small and keep value-loss gradients out of the
+    policy's MLP. The actor's last layer starts near zero (std 0.01), so the initial policy is
+    close to uniform over the allowed actions.
+
+    With ``context_size > 0`` both heads read the encoder's context ``c_t`` instead of the
+    bare observation (the *trunk input*); without, the trunk input is the observation. The
+    critic shares the encoder (as in CleanRL's recurrent PPO): the value loss is what
+    teaches the context to hold what predicts the future.
+    """
+
+    def __init__(
+        self, n_features: int, n_actions: int, hidden: Sequence[int] = (64, 64), context_size: int = 0
+    ) -> None:
         super().__init__()
         self.n_features, self.n_actions, self.hidden = n_features, n_actions, tuple(hidden)
-        self.actor = _mlp(n_features, hidden, n_actions, 0.01)
-        self.critic = _mlp(n_features, hidden, 1, 1.0)
+        self.context_size = context_size
+        self.encoder = ContextEncoder(n_features, context_size) if context_size else None
+        trunk = context_size or n_features
+        self.actor = _mlp(trunk, hidden, n_actions, 0.01)
+        self.critic = _mlp(trunk, hidden, 1, 1.0)
 
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(obs).squeeze(-1)
+    def initial_context(self, n: int) -> torch.Tensor:
+        """The context of a controller that has seen nothing yet (zeros; width 0 without an encoder)."""
+        return torch.zeros(n, self.context_size)
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        """The logits: what the ONNX export computes."""
-        return self.actor(obs)
+    def encode(self, obs: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """The trunk input for one step: the new context ``c_t``, or ``obs`` itself without an encoder."""
+        return obs if self.encoder is None else self.encoder(obs, context)
+
+    def unroll(
+        self, obs: torch.Tensor, context: torch.Tensor, starts: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Trunk inputs over a sequence ``obs`` of shape ``(L, B, F)`` from ``context`` ``(B, C)``.
+
+        ``starts[t]`` (``(L, B)`` bool) marks the first step of an episode: the context is
+        zeroed there, exactly as the rollout did. Returns ``(trunk (L, B, ·), last context)``.
+        """
+        if self.encoder is None:
+            return obs, context
+        out = []
+        for t in range(obs.shape[0]):
+            context = self.encoder(obs[t], context.masked_fill(starts[t, :, None], 0.0))
+            out.append(context)
+        return torch.stack(out), context
+
+    def value(self, trunk: torch.Tensor) -> torch.Tensor:
+        return self.critic(trunk).squeeze(-1)
+
+    def forward(self, trunk: torch.Tensor) -> torch.Tensor:
+        """The logits from the trunk input (see :meth:`encode`); without an encoder, what the ONNX export computes."""
+        return self.actor(trunk)
+
+    def policy_module(self) -> nn.Module:
+        """The module the ONNX export traces: the actor MLP, or the encoder and actor together."""
+        return self.actor if self.encoder is None else RecurrentActor(self.encoder, self.actor)
 
 
 # --------------------------------------------------------------------------- masked distribution
@@ -278,9 +352,11 @@ class Rollout:
     rewards: npt.NDArray[np.float64]  # as learned from (scaled when norm_reward)
     raw_rewards: npt.NDArray[np.float64]  # as the environment gave them
     dones: BoolArray
+    starts: BoolArray  # the step opened an episode (the context was zeroed before it)
+    contexts: FloatArray  # the context carried *into* each step, ``(T, n_envs, context_size)``
 
     @classmethod
-    def empty(cls, n_steps: int, n_envs: int, n_features: int, n_actions: int) -> Rollout:
+    def empty(cls, n_steps: int, n_envs: int, n_features: int, n_actions: int, context_size: int = 0) -> Rollout:
         return cls(
             obs=np.zeros((n_steps, n_envs, n_features), np.float32),
             masks=np.zeros((n_steps, n_envs, n_actions), bool),
@@ -290,7 +366,99 @@ class Rollout:
             rewards=np.zeros((n_steps, n_envs), np.float64),
             raw_rewards=np.zeros((n_steps, n_envs), np.float64),
             dones=np.zeros((n_steps, n_envs), bool),
+            starts=np.zeros((n_steps, n_envs), bool),
+            contexts=np.zeros((n_steps, n_envs, context_size), np.float32),
         )
+
+
+def as_sequences(a: npt.NDArray[Any], seq_len: int) -> npt.NDArray[Any]:
+    """``(T, n_envs, ...)`` → ``(seq_len, n_sequences, ...)``: each column ``seq_len`` consecutive steps of one env."""
+    t, n = a.shape[:2]
+    chunks = a.reshape(t // seq_len, seq_len, n, *a.shape[2:]).swapaxes(0, 1)
+    return chunks.reshape(seq_len, (t // seq_len) * n, *a.shape[2:])
+
+
+@dataclass(frozen=True)
+class Minibatch:
+    """One PPO minibatch. Per-sample tensors are flat ``(b, ...)``; with an encoder, ``obs`` and
+    ``starts`` keep their sequence axis ``(L, b', ...)`` and ``contexts`` holds each sequence's
+    starting context, so that :meth:`trunk` recomputes the context under the current weights."""
+
+    obs: torch.Tensor
+    masks: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    adv: torch.Tensor
+    returns: torch.Tensor
+    starts: torch.Tensor | None = None
+    contexts: torch.Tensor | None = None
+
+    def trunk(self, model: ActorCritic) -> torch.Tensor:
+        """What the heads read for every sample, in the order of the flat tensors."""
+        if self.contexts is None or self.starts is None:
+            return self.obs
+        trunk, _ = model.unroll(self.obs, self.contexts, self.starts)
+        return trunk.reshape(-1, trunk.shape[-1])
+
+
+class UpdateBatches:
+    """A rollout cut into PPO's minibatches.
+
+    Without an encoder: single steps, shuffled (CleanRL's scheme). With one: sequences of
+    ``seq_len`` consecutive steps, shuffled as units, each replayed from the context the
+    rollout carried into its first step — truncated back-propagation through time with
+    stored starting states (R2D2's "stored state"), which keeps the minibatches as varied
+    as the feed-forward ones while the gradient still reaches ``seq_len`` steps back.
+    """
+
+    def __init__(
+        self, buf: Rollout, adv: npt.NDArray[np.float64], returns: npt.NDArray[np.float64], cfg: PpoConfig
+    ) -> None:
+        self.recurrent = cfg.context_size > 0
+        self.n_minibatches = cfg.n_minibatches
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "obs": buf.obs,
+            "masks": buf.masks,
+            "actions": buf.actions,
+            "log_probs": buf.log_probs,
+            "values": buf.values,
+            "adv": adv.astype(np.float32),
+            "returns": returns.astype(np.float32),
+        }
+        if self.recurrent:
+            arrays |= {"starts": buf.starts, "contexts": buf.contexts}
+            self.seq_len = cfg.seq_len
+            self.tensors = {
+                k: torch.from_numpy(np.ascontiguousarray(as_sequences(v, cfg.seq_len))) for k, v in arrays.items()
+            }
+            self.n_units = cfg.n_sequences
+        else:
+            self.tensors = {k: torch.from_numpy(v.reshape(cfg.batch_size, *v.shape[2:])) for k, v in arrays.items()}
+            self.n_units = cfg.batch_size
+
+    def shuffled(self, rng: np.random.Generator) -> list[Minibatch]:
+        """One epoch's minibatches, in a fresh random order."""
+        order = rng.permutation(self.n_units)
+        size = self.n_units // self.n_minibatches
+        out = []
+        for lo in range(0, self.n_units, size):
+            idx = torch.from_numpy(order[lo : lo + size])
+            if not self.recurrent:
+                out.append(Minibatch(**{k: v[idx] for k, v in self.tensors.items()}))
+                continue
+            flat = {
+                k: self.tensors[k][:, idx].flatten(0, 1) for k in self.tensors if k not in ("obs", "starts", "contexts")
+            }
+            out.append(
+                Minibatch(
+                    obs=self.tensors["obs"][:, idx],
+                    starts=self.tensors["starts"][:, idx],
+                    contexts=self.tensors["contexts"][0, idx],
+                    **flat,
+                )
+            )
+        return out
 
 
 @dataclass
@@ -399,6 +567,7 @@ def save_checkpoint(
             "ppo": cfg.model_dump(mode="json"),
             "n_features": model.n_features,
             "n_actions": model.n_actions,
+            "context_size": model.context_size,
             "update": update,
             "global_step": global_step,
             "training_info": training_info,
@@ -411,7 +580,7 @@ def load_checkpoint(path: Path) -> tuple[ActorCritic, dict[str, Any]]:
     """The actor-critic stored in a checkpoint, and the checkpoint's other fields."""
     data = torch.load(path, map_location="cpu", weights_only=True)
     cfg = PpoConfig.model_validate(data["ppo"])
-    model = ActorCritic(int(data["n_features"]), int(data["n_actions"]), cfg.hidden)
+    model = ActorCritic(int(data["n_features"]), int(data["n_actions"]), cfg.hidden, int(data.get("context_size", 0)))
     model.load_state_dict(data["model"])
     return model, data
 
@@ -445,16 +614,20 @@ def run_ppo(
     torch.set_num_threads(cfg.torch_threads)
     rng = seed_everything(seed)
     sampler = torch.Generator().manual_seed(seed)
-    model = model if model is not None else ActorCritic(n_features, n_actions, cfg.hidden)
+    model = model if model is not None else ActorCritic(n_features, n_actions, cfg.hidden, cfg.context_size)
+    if model.context_size != cfg.context_size:
+        raise ValueError(f"the model's context is {model.context_size} wide, the config says {cfg.context_size}")
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, eps=1e-5)
     logger = _Logger(out_dir, tensorboard)
-    buf = Rollout.empty(cfg.n_steps, cfg.n_envs, n_features, n_actions)
+    buf = Rollout.empty(cfg.n_steps, cfg.n_envs, n_features, n_actions, cfg.context_size)
     result = PpoResult(model)
 
     next_obs = _obs(env.reset())
     if next_obs.shape != (cfg.n_envs, n_features):
         raise ValueError(f"env observations have shape {next_obs.shape}, expected ({cfg.n_envs}, {n_features})")
     next_mask = np.asarray(env.action_masks(), dtype=bool)
+    context = model.initial_context(cfg.n_envs)
+    next_start = np.ones(cfg.n_envs, dtype=bool)
     ep_return = np.zeros(cfg.n_envs)
     scaler = RewardScaler(cfg.n_envs, cfg.gamma) if cfg.norm_reward else None
     constraint = cfg.slo_constraint
@@ -484,13 +657,16 @@ def run_ppo(
             # ---- rollout
             model.eval()
             for t in range(cfg.n_steps):
-                buf.obs[t], buf.masks[t] = next_obs, next_mask
+                buf.obs[t], buf.masks[t], buf.starts[t], buf.contexts[t] = next_obs, next_mask, next_start, context
                 with torch.no_grad():
-                    obs_t = torch.from_numpy(next_obs)
-                    log_probs = masked_log_probs(model(obs_t) / temperature, torch.from_numpy(next_mask))
+                    start_t = torch.from_numpy(next_start)[:, None]
+                    trunk = model.encode(torch.from_numpy(next_obs), context.masked_fill(start_t, 0.0))
+                    log_probs = masked_log_probs(model(trunk) / temperature, torch.from_numpy(next_mask))
                     action = sample_actions(log_probs, sampler)
                     buf.log_probs[t] = log_probs.gather(-1, action[:, None]).squeeze(-1).numpy()
-                    buf.values[t] = model.value(obs_t).numpy()
+                    buf.values[t] = model.value(trunk).numpy()
+                if model.encoder is not None:
+                    context = trunk
                 buf.actions[t] = action.numpy()
                 obs, reward, terminated, truncated, info = env.step(buf.actions[t])
                 reward = np.asarray(reward, dtype=np.float64)
@@ -508,45 +684,40 @@ def run_ppo(
                 if cut is not None:  # bootstrap time-limit cuts from the last observation's value
                     rows, final = cut
                     with torch.no_grad():
-                        reward[rows] += cfg.gamma * model.value(torch.from_numpy(final)).numpy()
+                        final_trunk = model.encode(torch.from_numpy(final), context[torch.from_numpy(rows)])
+                        reward[rows] += cfg.gamma * model.value(final_trunk).numpy()
                 buf.rewards[t], buf.dones[t] = reward, done
                 for i in np.flatnonzero(done):
                     finished.append(float(ep_return[i]))
                     ep_return[i] = 0.0
-                next_obs, next_mask = _obs(obs), np.asarray(env.action_masks(), dtype=bool)
+                next_obs, next_mask, next_start = _obs(obs), np.asarray(env.action_masks(), dtype=bool), done
             global_step += cfg.batch_size
             violation_rate = violations / cfg.batch_size
             if constraint is not None:
                 lam = dual_step(lam, violation_rate, constraint)
             with torch.no_grad():
-                last_values = model.value(torch.from_numpy(next_obs)).numpy()
+                start_t = torch.from_numpy(next_start)[:, None]
+                last_trunk = model.encode(torch.from_numpy(next_obs), context.masked_fill(start_t, 0.0))
+                last_values = model.value(last_trunk).numpy()
             adv, returns = compute_gae(buf.rewards, buf.values, buf.dones, last_values, cfg.gamma, cfg.gae_lambda)
 
             # ---- update
             model.train()
-            b_obs = torch.from_numpy(buf.obs.reshape(cfg.batch_size, n_features))
-            b_masks = torch.from_numpy(buf.masks.reshape(cfg.batch_size, n_actions))
-            b_actions = torch.from_numpy(buf.actions.reshape(-1))
-            b_log_probs = torch.from_numpy(buf.log_probs.reshape(-1))
-            b_values = torch.from_numpy(buf.values.reshape(-1))
-            b_adv = torch.from_numpy(adv.reshape(-1).astype(np.float32))
-            b_returns = torch.from_numpy(returns.reshape(-1).astype(np.float32))
+            batches = UpdateBatches(buf, adv, returns, cfg)
             parts: LossParts | None = None
             for _epoch in range(cfg.update_epochs):
-                order = rng.permutation(cfg.batch_size)
                 stop = False
-                for lo in range(0, cfg.batch_size, cfg.minibatch_size):
-                    idx = torch.from_numpy(order[lo : lo + cfg.minibatch_size])
+                for mb in batches.shuffled(rng):
                     parts = ppo_loss(
                         model,
                         cfg,
-                        b_obs[idx],
-                        b_masks[idx],
-                        b_actions[idx],
-                        b_log_probs[idx],
-                        b_values[idx],
-                        b_adv[idx],
-                        b_returns[idx],
+                        mb.trunk(model),
+                        mb.masks,
+                        mb.actions,
+                        mb.log_probs,
+                        mb.values,
+                        mb.adv,
+                        mb.returns,
                         ent_coef,
                         temperature,
                     )

@@ -83,6 +83,20 @@ class PpoConfig(BaseModel):
     max_grad_norm: float = Field(0.5, gt=0)
     target_kl: float | None = Field(None, gt=0, description="Stop an update early past this approximate KL.")
     hidden: tuple[int, ...] = Field((64, 64), min_length=1, description="Hidden layer widths (actor and critic).")
+    context_size: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Width of the gated context encoder (memory) that actor and critic read instead of the bare "
+        "observation; 0 = no encoder (a feed-forward policy). The exported model then maps (obs, context_in) to "
+        "(logits, context_out).",
+    )
+    seq_len: int = Field(
+        16,
+        ge=1,
+        description="With an encoder: the update recomputes the context over sequences of this many steps, from the "
+        "context stored at each sequence's start (truncated back-propagation through time).",
+    )
     torch_threads: int = Field(
         1, ge=1, le=64, description="Intra-op threads; the nets are tiny, so one thread beats contention."
     )
@@ -97,7 +111,19 @@ class PpoConfig(BaseModel):
     def _batch_divides(self) -> PpoConfig:
         if self.batch_size % self.n_minibatches:
             raise ValueError(f"n_minibatches ({self.n_minibatches}) must divide n_envs × n_steps ({self.batch_size})")
+        if self.context_size:
+            if self.n_steps % self.seq_len:
+                raise ValueError(f"seq_len ({self.seq_len}) must divide n_steps ({self.n_steps}) with an encoder")
+            if self.n_sequences % self.n_minibatches:
+                raise ValueError(
+                    f"n_minibatches ({self.n_minibatches}) must divide the {self.n_sequences} sequences of a rollout"
+                )
         return self
+
+    @property
+    def n_sequences(self) -> int:
+        """Sequences of ``seq_len`` steps in one rollout (what the recurrent update shuffles)."""
+        return self.n_envs * (self.n_steps // self.seq_len)
 
     @property
     def batch_size(self) -> int:

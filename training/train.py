@@ -28,6 +28,7 @@ from rlscale.training.ppo import (
     PpoResult,
     UpdateStats,
     _obs,
+    as_sequences,
     masked_log_probs,
     run_ppo,
     seed_everything,
@@ -112,11 +113,28 @@ def clone_actor(
     batch_size: int,
     learning_rate: float,
     rng: np.random.Generator,
+    n_envs: int = 1,
+    seq_len: int = 16,
 ) -> float:
     """Behaviour cloning: maximise the masked log-probability of the teacher's actions.
 
-    Returns the fraction of samples whose masked argmax is the teacher's action.
+    Returns the fraction of samples whose masked argmax is the teacher's action. A model
+    with an encoder learns from sequences (``obs`` in :func:`teacher_rollouts`' time-major
+    order over ``n_envs`` environments) like PPO's update does.
     """
+    if model.encoder is not None:
+        return _clone_sequences(
+            model,
+            obs,
+            masks,
+            actions,
+            n_envs=n_envs,
+            seq_len=seq_len,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            rng=rng,
+        )
     optimizer = torch.optim.Adam(model.actor.parameters(), lr=learning_rate)
     t_obs, t_masks, t_actions = torch.from_numpy(obs), torch.from_numpy(masks), torch.from_numpy(actions)
     n = len(actions)
@@ -132,6 +150,66 @@ def clone_actor(
     with torch.no_grad():
         greedy = masked_log_probs(model(t_obs), t_masks).argmax(-1)
     return float((greedy == t_actions).float().mean())
+
+
+def _clone_sequences(
+    model: ActorCritic,
+    obs: FloatArray,
+    masks: BoolArray,
+    actions: npt.NDArray[np.int64],
+    *,
+    n_envs: int,
+    seq_len: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    rng: np.random.Generator,
+) -> float:
+    """Behaviour cloning through the context encoder: shuffled sequences, each from its stored starting context.
+
+    The starting contexts are recomputed under the current weights at every epoch (one
+    no-grad pass over each environment's whole series). Episode boundaries inside the
+    teacher's series are not marked: the context just carries over, which a warm start can
+    afford (PPO, which does mark them, follows).
+    """
+    steps = len(actions) // n_envs // seq_len * seq_len
+    if steps == 0:
+        raise ValueError(f"{len(actions)} samples over {n_envs} envs do not fill one sequence of {seq_len} steps")
+
+    def series(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return a[: steps * n_envs].reshape(steps, n_envs, *a.shape[1:])
+
+    def cut(a: npt.NDArray[Any]) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(as_sequences(a, seq_len)))
+
+    full_obs = torch.from_numpy(np.ascontiguousarray(series(obs)))
+    no_starts = torch.zeros(steps, n_envs, dtype=torch.bool)
+    s_obs, s_masks, s_actions = cut(series(obs)), cut(series(masks)), cut(series(actions))
+    n_seq = s_obs.shape[1]
+    per_batch = max(1, batch_size // seq_len)
+    params = [*model.actor.parameters(), *(model.encoder.parameters() if model.encoder is not None else [])]
+    optimizer = torch.optim.Adam(params, lr=learning_rate)
+
+    def carried() -> torch.Tensor:
+        with torch.no_grad():
+            trunk, _ = model.unroll(full_obs, model.initial_context(n_envs), no_starts)
+        return torch.cat([model.initial_context(n_envs)[None], trunk[:-1]])
+
+    for _ in range(epochs):
+        starts_ctx = cut(carried().numpy())[0]
+        order = torch.from_numpy(rng.permutation(n_seq))
+        for lo in range(0, n_seq, per_batch):
+            idx = order[lo : lo + per_batch]
+            trunk, _ = model.unroll(s_obs[:, idx], starts_ctx[idx], no_starts[:seq_len, : len(idx)])
+            log_probs = masked_log_probs(model(trunk), s_masks[:, idx])
+            loss = -log_probs.gather(-1, s_actions[:, idx, None]).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        trunk, _ = model.unroll(full_obs, model.initial_context(n_envs), no_starts)
+        greedy = masked_log_probs(model(trunk), torch.from_numpy(series(masks))).argmax(-1)
+    return float((greedy == torch.from_numpy(series(actions))).float().mean())
 
 
 # --------------------------------------------------------------------------- the training pipeline
@@ -181,13 +259,22 @@ def warm_start(config: TrainConfig, loads: list[Any]) -> tuple[ActorCritic, dict
     assert ws is not None
     torch.set_num_threads(config.ppo.torch_threads)
     rng = seed_everything(config.seed)
-    model = ActorCritic(N_FEATURES, N_ACTIONS, config.ppo.hidden)
+    model = ActorCritic(N_FEATURES, N_ACTIONS, config.ppo.hidden, config.ppo.context_size)
     t0 = time.perf_counter()
     teacher = HpaConfig(target_utilization=ws.teacher_target_utilization)
     env = VectorSim(config.sim, loads, n_envs=ws.n_envs, seed=config.seed + 1_000_003)
     obs, masks, actions = teacher_rollouts(env, teacher, ws.steps)
     accuracy = clone_actor(
-        model, obs, masks, actions, epochs=ws.epochs, batch_size=ws.batch_size, learning_rate=ws.learning_rate, rng=rng
+        model,
+        obs,
+        masks,
+        actions,
+        epochs=ws.epochs,
+        batch_size=ws.batch_size,
+        learning_rate=ws.learning_rate,
+        rng=rng,
+        n_envs=ws.n_envs,
+        seq_len=config.ppo.seq_len,
     )
     return model, {
         "teacher": f"hpa(target_utilization={ws.teacher_target_utilization})",
@@ -274,5 +361,5 @@ def train(
     info = training_info(config, mix.provenance, result)
     if warm_info is not None:
         info["warm_start"] = warm_info
-    data, parity = export_actor(result.model.actor, info)
+    data, parity = export_actor(result.model.policy_module(), info)
     return TrainOutcome(result, data, parity, info)

@@ -41,11 +41,16 @@ class LogitsModel:
     the real ONNX runner is tested on real ONNX files in test_model.py.
     """
 
+    context_size = 0  # feed-forward, like the shipped model
+
     def __init__(self, logits: np.ndarray) -> None:
         self._logits = np.asarray(logits, dtype=np.float32).reshape(1, -1)
 
     def logits(self, obs: np.ndarray) -> np.ndarray:
         return np.repeat(self._logits, obs.shape[0], axis=0)
+
+    def step(self, obs: np.ndarray, context: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return self.logits(obs), np.zeros((obs.shape[0], 0), dtype=np.float32)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from random_model import random_mlp_onnx
+from random_model import random_mlp_onnx, random_recurrent_onnx
 
 from rlscale.policy.baselines import BaselineConfig, HpaConfig
 from rlscale.policy.decide import ControllerState, Decision, DecisionConfig, Observation, decide, decide_batch
@@ -33,6 +33,7 @@ from .conftest import T0
 MODELS = (
     PolicyModel.from_bytes(random_mlp_onnx(hidden=16, seed=1)),
     PolicyModel.from_bytes(random_mlp_onnx(hidden=64, seed=2)),
+    PolicyModel.from_bytes(random_recurrent_onnx(context=8, seed=3)),  # with memory: the context threads through
 )
 ROW = {name: i for i, name in enumerate(RAW_COLUMNS)}
 
