@@ -293,8 +293,13 @@ def decision_status(
         controller_state=state.to_dict(),
     )
     out = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-    # A merge patch keeps absent keys: clear a finished pending change explicitly.
+    # A merge patch keeps absent keys: clear a finished pending change explicitly, and every
+    # field that is unset now (the reward of a blind interval, values Prometheus did not give),
+    # or the stored status would show the previous decision's value as this one's.
     out.setdefault("pending", None)
+    for key, section in (("lastDecision", DecisionStatus), ("observed", ObservedStatus), ("model", ModelStatus)):
+        for name, info in section.model_fields.items():
+            out[key].setdefault(info.alias or name, None)
     return out
 
 
