@@ -67,24 +67,31 @@ def random_mlp_onnx(
 
 
 def random_recurrent_onnx(
-    *, context: int = 16, hidden: int = 32, seed: int = 0, training: Mapping[str, Any] | None = None
+    *,
+    context: int = 16,
+    hidden: int = 32,
+    seed: int = 0,
+    gate_bias: float = -2.0,
+    training: Mapping[str, Any] | None = None,
 ) -> bytes:
     """A model with memory, random weights: the gated context encoder, then a one-hidden-layer tanh MLP on the context.
 
     ``(obs, context_in) → (logits, context_out)`` with
     ``c = σ(W_g [obs, context_in] + b_g) ⊙ tanh(W_s obs + b_s) + (1 − σ(…)) ⊙ context_in``,
     the graph :mod:`rlscale.training.export` writes for a PPO model with an encoder.
+    ``gate_bias`` < 0 makes the gate mostly closed, so the context remembers for many steps
+    (with random weights the gate may otherwise saturate open and forget at once).
     """
     rng = np.random.default_rng(seed)
 
-    def dense(name: str, d_in: int, d_out: int) -> list[onnx.TensorProto]:
+    def dense(name: str, d_in: int, d_out: int, bias: float = 0.0) -> list[onnx.TensorProto]:
         w = (rng.standard_normal((d_in, d_out)) / np.sqrt(d_in)).astype(np.float32)
-        b = (0.1 * rng.standard_normal(d_out)).astype(np.float32)
+        b = (bias + 0.1 * rng.standard_normal(d_out)).astype(np.float32)
         return [numpy_helper.from_array(w, f"{name}_w"), numpy_helper.from_array(b, f"{name}_b")]
 
     inits = [
         *dense("in", N_FEATURES, context),
-        *dense("gate", N_FEATURES + context, context),
+        *dense("gate", N_FEATURES + context, context, gate_bias),
         *dense("h", context, hidden),
         *dense("out", hidden, N_ACTIONS),
         numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),

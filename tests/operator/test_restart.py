@@ -11,7 +11,7 @@ import kmock
 import pytest
 from conftest import FakePrometheus, api_client
 from kmock_ext import OperatorEmulator, deployment, policy
-from random_model import random_mlp_onnx
+from random_model import random_mlp_onnx, random_recurrent_onnx
 
 from rlscale.operator.handlers import Runtime
 from rlscale.operator.kube import KubeApi
@@ -34,11 +34,13 @@ class CrashOnScale(KubeApi):
         raise Crash()
 
 
-def _setup(emulator: OperatorEmulator, prom: FakePrometheus, mode: str = "gradual") -> dict[str, Any]:
+def _setup(
+    emulator: OperatorEmulator, prom: FakePrometheus, mode: str = "gradual", model: bytes | None = None
+) -> dict[str, Any]:
     emulator.objects[DEPLOY, "shop", "web"] = deployment("web", "shop", replicas=2)
     emulator.objects[CONFIGMAPS, "shop", "model"] = {
         "metadata": {"name": "model", "namespace": "shop", "resourceVersion": "3"},
-        "binaryData": {"m": base64.b64encode(random_mlp_onnx(seed=3)).decode()},
+        "binaryData": {"m": base64.b64encode(model or random_mlp_onnx(seed=3)).decode()},
     }
     prom.values = {
         "cpu_usage": 0.9,
@@ -86,11 +88,17 @@ async def _crash_after_first_decision(
     return body, settings, ref, _stored_status(emulator)
 
 
+@pytest.mark.parametrize("memory", [0, 8], ids=["feed-forward", "with-memory"])
 async def test_status_round_trip_resumes_the_same_decisions(
-    emulator: OperatorEmulator, fake_prometheus: FakePrometheus
+    emulator: OperatorEmulator, fake_prometheus: FakePrometheus, memory: int
 ) -> None:
-    """Operator A makes 3 decisions; B (fresh process state) continues from status exactly as A would have."""
-    body = _setup(emulator, fake_prometheus)
+    """Operator A makes 3 decisions; B (fresh process state) continues from status exactly as A would have.
+
+    With a model that has memory, the context it carries is part of the stored state, so B
+    resumes A's memory rather than starting from an empty one.
+    """
+    model = random_recurrent_onnx(context=memory, seed=3) if memory else None
+    body = _setup(emulator, fake_prometheus, model=model)
     clock = iter(1_800_000_000.0 + 15 * i for i in range(100))
     settings = OperatorSettings(metrics_port=0)
     ref = PolicyRef("shop", "web", 1)
@@ -113,20 +121,33 @@ async def test_status_round_trip_resumes_the_same_decisions(
         a_decisions.append((out.decision.source, out.decision.action, out.decision.replicas))  # type: ignore[union-attr]
     a.close()
 
-    # Put the Deployment back as it was at the snapshot (A's last three actions undone).
-    emulator.objects[DEPLOY, "shop", "web"] = deployment_snapshot
-    b = Runtime.build(settings, api_client(str(emulator.url)))
-    b.reconciler.clock = iter(times).__next__
-    b_decisions = []
-    b_status = emulator_snapshot
-    for _ in range(3):
-        out = await b.reconciler.reconcile(ref, body["spec"], b_status)
-        b_status = out.status
-        b_decisions.append((out.decision.source, out.decision.action, out.decision.replicas))  # type: ignore[union-attr]
-    b.close()
+    async def resume(stored: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """A fresh operator continuing from ``stored``, the Deployment put back as it was at the snapshot."""
+        emulator.objects[DEPLOY, "shop", "web"] = copy.deepcopy(deployment_snapshot)
+        b = Runtime.build(settings, api_client(str(emulator.url)))
+        b.reconciler.clock = iter(times).__next__
+        decisions, b_status = [], stored
+        for _ in range(3):
+            out = await b.reconciler.reconcile(ref, body["spec"], b_status)
+            b_status = out.status
+            decisions.append((out.decision.source, out.decision.action, out.decision.replicas))  # type: ignore[union-attr]
+        b.close()
+        return decisions, b_status
+
+    b_decisions, b_status = await resume(copy.deepcopy(emulator_snapshot))
     assert b_decisions == a_decisions
     assert b_status["controllerState"] == a_status["controllerState"]
     assert b_status["controllerState"]["decisions"] == 6
+    context = b_status["controllerState"]["context"]
+    if not memory:
+        assert context is None
+    else:
+        assert len(context) == memory
+        # The stored memory mattered: a restart that lost it would be somewhere else now.
+        forgetful = copy.deepcopy(emulator_snapshot)
+        forgetful["controllerState"]["context"] = None
+        _, c_status = await resume(forgetful)
+        assert max(abs(x - y) for x, y in zip(context, c_status["controllerState"]["context"], strict=True)) > 1e-3
     # The gate really drew: gradual at 0.5 with 6 draws.
     assert b_status["controllerState"]["gate"]["counter"] == 6
 
