@@ -1,9 +1,12 @@
 """Decision latency: observation → ONNX → mask → gate, in-process, with a small MLP policy.
 
 Target (issue 2): p99 ≤ 200 µs per decision. Prints p50/p99 per stage and for the whole
-``decide`` call over varied observations, and the ratio of p99 to the target.
+``decide`` call over varied observations, and the ratio of p99 to the target. Also times
+``decide`` with a model that has memory (the gated context encoder, ``--memory`` wide, its
+context carried in the controller state) against the feed-forward one: target (policy v2)
+p50 ≤ 1.5× the feed-forward model's.
 
-    python bench/decide_latency.py [--n 20000] [--hidden 64]
+    python bench/decide_latency.py [--n 20000] [--hidden 64] [--memory 64]
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from rlscale.policy.spec import encode_matrix
 
 # The random-weight model is a test fixture (tests/random_model.py), not part of the package.
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
-from random_model import random_mlp_onnx
+from random_model import random_mlp_onnx, random_recurrent_onnx
 
 TARGET_P99_US = 200.0
+TARGET_MEMORY_RATIO = 1.5
 
 
 def _observations(n: int, seed: int) -> list[Observation]:
@@ -64,16 +68,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--memory", type=int, default=64, help="context width of the model with memory")
     args = parser.parse_args()
 
     model = PolicyModel.from_bytes(random_mlp_onnx(hidden=args.hidden))
+    memory = PolicyModel.from_bytes(random_recurrent_onnx(context=args.memory, hidden=args.hidden))
     config = DecisionConfig(gate=GateConfig(mode="gradual", initial_ratio=0.5))
     observations = _observations(args.n, seed=1)
     state = ControllerState.initial(config)
+    memory_state = ControllerState.initial(config)
     for obs in observations[:500]:  # warm-up
         _, state = decide(obs, config, state, model)
+        _, memory_state = decide(obs, config, memory_state, memory)
 
-    stages: dict[str, list[int]] = {"encode": [], "onnx": [], "mask": [], "decide (total)": [], "decide, no model": []}
+    stages: dict[str, list[int]] = {
+        "encode": [],
+        "onnx": [],
+        "mask": [],
+        "decide (total)": [],
+        "decide, no model": [],
+        "decide, with memory": [],
+    }
     clock = time.perf_counter_ns
     cpu_start = time.process_time()
     for obs in observations:
@@ -101,11 +116,14 @@ def main() -> None:
         t4 = clock()
         decide(obs, config, state, None)
         t5 = clock()
+        _, memory_state = decide(obs, config, memory_state, memory)
+        t6 = clock()
         stages["encode"].append(t1 - t0)
         stages["onnx"].append(t2 - t1)
         stages["mask"].append(t3 - t2)
         stages["decide (total)"].append(t4 - t3)
         stages["decide, no model"].append(t5 - t4)
+        stages["decide, with memory"].append(t6 - t5)
 
     cpu_per_iteration = (time.process_time() - cpu_start) / len(observations) * 1e6
     load = os.getloadavg()[0]
@@ -117,6 +135,10 @@ def main() -> None:
         print(f"{name:<20}{p50:>10.1f}{p99:>10.1f}{mean:>10.1f}")
     p99 = _percentiles(stages["decide (total)"])[1]
     print(f"p99/target = {p99 / TARGET_P99_US:.2f} (target p99 ≤ {TARGET_P99_US:.0f} µs)")
+    ratio = _percentiles(stages["decide, with memory"])[0] / _percentiles(stages["decide (total)"])[0]
+    print(
+        f"with memory (context {args.memory}) / feed-forward, p50: {ratio:.2f}× (target ≤ {TARGET_MEMORY_RATIO:.1f}×)"
+    )
 
 
 if __name__ == "__main__":
