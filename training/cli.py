@@ -117,6 +117,14 @@ def _override(config: TrainConfig, **changes: Any) -> TrainConfig:
     default=None,
     help="With --init-from: wall-clock budget (default 5; checked between PPO updates).",
 )
+@click.option(
+    "--algo",
+    type=click.Choice(["ppo", "grpo", "dqn"]),
+    default="ppo",
+    show_default=True,
+    help="Trainer: PPO (the shipped models' pipeline, with its HPA warm start), GRPO or DQN (from scratch, in the "
+    "config's world and data; docs/experiments.md).",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def train_cmd(
     config_name: str,
@@ -129,14 +137,20 @@ def train_cmd(
     init_from: str | None,
     trace_path: Path | None,
     minutes: float | None,
+    algo: str,
     progress: bool,
 ) -> None:
-    """Train a policy from scratch with PPO in the simulator and export it to ONNX.
+    """Train a policy from scratch with PPO (or --algo grpo|dqn) in the simulator and export it to ONNX.
 
     The default config and seed reproduce the shipped model (make model). With --init-from
     MODEL --trace FILE, fine-tune MODEL on that one workload's training window instead
     (docs/training.md, "Fine-tuning on one workload").
     """
+    if algo != "ppo":
+        if init_from is not None or trace_path is not None or minutes is not None:
+            raise click.UsageError("--init-from, --trace and --minutes fine-tune a PPO model; they need --algo ppo")
+        _train_algo_cmd(algo, load_train_config(config_name), out, run_dir, seed, steps, progress)
+        return
     if init_from is not None or trace_path is not None or minutes is not None:
         ctx = click.get_current_context()
         flags = {"config_name": "--config", "extra_traces": "--extra-trace", "print_config": "--print-config"}
@@ -164,6 +178,23 @@ def train_cmd(
     click.echo(
         f"wrote {out} ({len(outcome.onnx_bytes) / 1024:.1f} KiB) after {outcome.ppo.global_step} steps in "
         f"{outcome.ppo.wall_seconds:.0f} s; ONNX parity {outcome.parity:.2e}"
+    )
+
+
+def _train_algo_cmd(
+    algo: str, config: TrainConfig, out: Path, run_dir: Path | None, seed: int | None, steps: int | None, progress: bool
+) -> None:
+    """``rlscale train --algo grpo|dqn``: see :func:`rlscale.training.trainers.train_config_algo`."""
+    from rlscale.training.export import write_model
+    from rlscale.training.trainers import train_config_algo
+
+    config = _override(config, seed=seed)
+    run_dir = run_dir if run_dir is not None else Path("runs") / f"train-{algo}-seed{config.seed}"
+    click.echo(f"training {algo}: seed {config.seed}, logs in {run_dir}", err=True)
+    data, trained = train_config_algo(config, algo, steps=steps, out_dir=run_dir, progress=progress)  # type: ignore[arg-type]
+    write_model(out, data)
+    click.echo(
+        f"wrote {out} ({len(data) / 1024:.1f} KiB) after {trained.global_step} steps in {trained.wall_seconds:.0f} s"
     )
 
 

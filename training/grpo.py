@@ -71,6 +71,9 @@ class GrpoConfig(BaseModel):
     clip_coef: float = Field(0.2, gt=0, lt=1)
     ent_coef: float = Field(0.01, ge=0)
     ent_coef_final: float | None = Field(0.001, ge=0)
+    temperature_final: float | None = Field(
+        None, gt=0, le=1, description="Anneal the softmax temperature from 1 to this (PPO's option of the same name)."
+    )
     max_grad_norm: float = Field(0.5, gt=0)
     hidden: tuple[int, ...] = Field((64, 64), min_length=1)
     torch_threads: int = Field(1, ge=1, le=64)
@@ -154,6 +157,7 @@ def run_grpo(env: GroupEnv, cfg: GrpoConfig, spec: RunSpec) -> Trained:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             ent = cfg.ent_coef + ((cfg.ent_coef_final - cfg.ent_coef) * frac if cfg.ent_coef_final is not None else 0.0)
+            temp = 1.0 + ((cfg.temperature_final - 1.0) * frac if cfg.temperature_final is not None else 0.0)
             t0 = time.perf_counter()
             env.copy_env(leaders)  # every member starts from its group leader's state
             obs = obs[leaders]
@@ -161,7 +165,7 @@ def run_grpo(env: GroupEnv, cfg: GrpoConfig, spec: RunSpec) -> Trained:
             for t in range(cfg.horizon):
                 mask = np.asarray(env.action_masks(), dtype=bool)
                 buf.obs[t], buf.masks[t] = obs, mask
-                buf.actions[t], buf.log_probs[t] = act_sampled(model.actor, obs, mask, sampler)
+                buf.actions[t], buf.log_probs[t] = act_sampled(model.actor, obs, mask, sampler, temp)
                 next_obs, reward, terminated, truncated, _ = env.step(buf.actions[t])
                 buf.raw_rewards[t] = np.asarray(reward, dtype=np.float64)
                 buf.dones[t] = np.asarray(terminated, bool) | np.asarray(truncated, bool)
@@ -183,7 +187,7 @@ def run_grpo(env: GroupEnv, cfg: GrpoConfig, spec: RunSpec) -> Trained:
                     mb = {k: v[i] for k, v in flat.items()}
                     parts = ppo_loss(
                         model, loss_cfg, mb["obs"], mb["masks"], mb["actions"], mb["old_log_probs"], none[i],
-                        mb["advantages"], none[i], ent,
+                        mb["advantages"], none[i], ent, temp,
                     )  # fmt: skip
                     optimiser_step(optimizer, parts.loss, model.actor.parameters(), cfg.max_grad_norm)
             assert parts is not None

@@ -37,11 +37,15 @@ OnUpdate = Callable[[UpdateStats, nn.Module], bool | None]
 
 
 def act_sampled(
-    net: nn.Module, obs: npt.NDArray[np.float32], mask: npt.NDArray[np.bool_], sampler: torch.Generator
+    net: nn.Module,
+    obs: npt.NDArray[np.float32],
+    mask: npt.NDArray[np.bool_],
+    sampler: torch.Generator,
+    temperature: float = 1.0,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-    """One action per row drawn from the masked softmax of ``net``'s logits, and its log-probability."""
+    """One action per row from the masked softmax of the logits / ``temperature``, and its log-probability."""
     with torch.no_grad():
-        log_probs = masked_log_probs(net(torch.from_numpy(obs)), torch.from_numpy(mask))
+        log_probs = masked_log_probs(net(torch.from_numpy(obs)) / temperature, torch.from_numpy(mask))
         action = sample_actions(log_probs, sampler)
         chosen = log_probs.gather(-1, action[:, None]).squeeze(-1)
     return action.numpy().astype(np.int64), chosen.numpy().astype(np.float32)
@@ -190,7 +194,7 @@ def train_algo(
         from rlscale.training.ppo_config import PpoConfig
 
         p = run_ppo(env, ppo if ppo is not None else PpoConfig(), **spec.__dict__)
-        return Trained("ppo", p.model.actor, p.history, p.wall_seconds, p.global_step)
+        return Trained("ppo", p.model.policy_module(), p.history, p.wall_seconds, p.global_step)
     if algo == "grpo":
         from rlscale.training.grpo import GrpoConfig, run_grpo
 
