@@ -320,11 +320,9 @@ def undo(journal: HostJournal, *, timeout: float = 10.0) -> None:
     for name, value in journal.sysctls.items():
         with contextlib.suppress(OSError):
             _sysctl_path(name).write_text(value + "\n")
+    shutil.rmtree(journal.run_dir, ignore_errors=True)
     for path in journal.created_paths:
         shutil.rmtree(path, ignore_errors=True)
-    run = Path(journal.run_dir)
-    for sub in ("containerd", "kubelet", "cni"):
-        shutil.rmtree(run / sub, ignore_errors=True)
     journal.path.unlink(missing_ok=True)
     journal.lock_path.unlink(missing_ok=True)
 
@@ -350,5 +348,5 @@ def residue(journal: HostJournal) -> list[str]:
         left += [f"nftables table {t}" for t in sorted(set(nft_tables() or []) - set(journal.nft_tables))]
     now = read_sysctls()
     left += [f"sysctl {k}={now.get(k)} (was {v})" for k, v in journal.sysctls.items() if now.get(k) != v]
-    left += [f"path {p}" for p in journal.created_paths if os.path.lexists(p)]
+    left += [f"path {p}" for p in [*journal.created_paths, journal.run_dir] if os.path.lexists(p)]
     return left

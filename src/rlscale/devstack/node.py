@@ -57,6 +57,10 @@ DEFAULT_POD_SUBNET = "10.245.0.0/24"
 PAUSE_IMAGE = "localhost/rlscale/pause:1"
 CNI_PLUGINS = ("bridge", "host-local", "loopback")
 HOST_LOCK = REGISTRY / "host.lock"
+#: Where nodes keep containerd's and the kubelet's state (``node-<id>`` below it). Short on
+#: purpose: the kubelet puts unix sockets under its root dir, and sun_path holds 108 bytes,
+#: which a pytest tmp_path can exceed. Removed with the node (the root too, if it made it).
+NODE_STATE_ROOT = Path(os.environ.get("RLSCALE_NODE_STATE", "/var/lib/rlscale"))
 
 
 class RealNodeError(ComponentError):
@@ -141,7 +145,6 @@ class RealNode:
     def __init__(
         self,
         bin_dir: Path,
-        run_dir: Path,
         *,
         name: str,
         node_ip: str,
@@ -150,9 +153,12 @@ class RealNode:
         images: Sequence[Path] = (),
         pod_subnet: str = DEFAULT_POD_SUBNET,
     ) -> None:
-        """Configure (not start) a node; ``images`` are OCI archives to import before the kubelet starts."""
+        """Configure (not start) a node; ``images`` are OCI archives to import before the kubelet starts.
+
+        Its state lives in ``NODE_STATE_ROOT/node-<id>`` (``run_dir``, known once :meth:`prepare` ran).
+        """
         self.bin_dir = bin_dir
-        self.run_dir = run_dir
+        self.run_dir = NODE_STATE_ROOT / "node-unprepared"
         self.name = name
         self.node_ip = node_ip
         self.ca_file = ca_file
@@ -176,11 +182,6 @@ class RealNode:
     def containerd_socket(self) -> Path:
         """containerd's gRPC socket (CRI and ctr)."""
         return self.socket_dir / "containerd.sock"
-
-    @property
-    def log_dir(self) -> Path:
-        """Where containerd's and the kubelet's logs go (kept after stop)."""
-        return self.run_dir / "logs"
 
     # ---- life cycle -----------------------------------------------------------------------
 
@@ -208,6 +209,8 @@ class RealNode:
 
         node_id = secrets.token_hex(3)
         socket_dir = REGISTRY.parent / f"sock-{node_id}"
+        self.run_dir = NODE_STATE_ROOT / f"node-{node_id}"
+        ours = [str(NODE_STATE_ROOT)] if not NODE_STATE_ROOT.exists() else []
         journal = HostJournal(
             id=node_id,
             run_dir=str(self.run_dir),
@@ -218,7 +221,7 @@ class RealNode:
             containerd_socket=str(socket_dir / "containerd.sock"),
             sysctls=read_sysctls(),
             nft_tables=nft_tables(),
-            created_paths=[*(p for p in FIXED_PATHS if not os.path.lexists(p)), str(socket_dir)],
+            created_paths=[*(p for p in FIXED_PATHS if not os.path.lexists(p)), str(socket_dir), *ours],
         )
         self._journal_lock = os.open(journal.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(self._journal_lock, fcntl.LOCK_EX)
@@ -226,7 +229,7 @@ class RealNode:
         self.journal = journal
 
         shutil.rmtree(self.run_dir, ignore_errors=True)
-        for sub in ("logs", "containerd/root", "containerd/state", "containerd/opt", "containerd/runc",
+        for sub in ("containerd/root", "containerd/state", "containerd/opt", "containerd/runc",
                     "cni/net.d", "cni/ipam", "kubelet/root", "kubelet/pki", "kubelet/pod-logs",
                     "kubelet/volume-plugins"):  # fmt: skip
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)

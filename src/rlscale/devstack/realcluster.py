@@ -57,7 +57,6 @@ class RealNodeCluster(LocalCluster):
         ]
         self.real_node = RealNode(
             self.bin_dir,
-            self.work_dir / "node",
             name=REAL_NODE_NAME,
             node_ip=self.advertise_address,
             ca_file=self.ca_file,
