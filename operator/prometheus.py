@@ -24,11 +24,13 @@ import asyncio
 import base64
 import hashlib
 import math
+import re
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +142,24 @@ class SignalValues:
         return self.values.get(key)
 
 
+def parse_rfc3339(value: str) -> float:
+    """Unix time of an RFC 3339 timestamp as Prometheus writes it (nanoseconds, ``Z`` or an offset)."""
+    m = re.fullmatch(r"(.*?T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", value.strip())
+    if m is None:
+        raise ValueError(f"not an RFC 3339 time: {value!r}")
+    base, frac, zone = m.groups()
+    stamp = datetime.fromisoformat(base + ("+00:00" if zone == "Z" else zone)).timestamp()
+    return stamp + (float("0." + frac) if frac else 0.0)
+
+
+def duration_s(value: str) -> float:
+    """Seconds of a PromQL duration as the CRD allows it (``500ms``, ``30s``, ``2m``, ``1h``)."""
+    m = re.fullmatch(r"(\d+)(ms|s|m|h)", value)
+    if m is None:
+        raise ValueError(f"not a duration: {value!r}")
+    return int(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
+
+
 class PrometheusReader:
     """Cached ``PrometheusConnect`` clients per endpoint, and the signal parsing.
 
@@ -156,6 +176,7 @@ class PrometheusReader:
         self._executor = executor
         self._clients: dict[str, PrometheusConnect] = {}
         self._ca_files: dict[str, str] = {}
+        self._started: dict[str, tuple[float, float | None]] = {}  # endpoint → (checked at, start time)
         self._observe_latency = observe_latency
         self._observe_error = observe_error
 
@@ -200,6 +221,38 @@ class PrometheusReader:
             Path(path).unlink(missing_ok=True)
         self._ca_files.clear()
 
+    async def started_at(self, endpoint: Endpoint, *, timeout_s: float, max_age_s: float = 1.0) -> float | None:
+        """When this Prometheus (re)started, as unix time (``/api/v1/status/runtimeinfo``), cached ``max_age_s``.
+
+        Why: after a restart, and after it lost its data, a ``rate()`` window reaches back past
+        the first sample, and ``rate()`` extrapolates only half a scrape interval beyond the data,
+        so for one window every rate reads low in proportion to the missing part — an idle-looking
+        service that a decision would scale down. ``None`` when Prometheus cannot say (an error,
+        a server without the endpoint): then nothing is held back. A failed read forgets the
+        cached time, so the first answer after an outage is checked afresh.
+        """
+        key = endpoint.cache_key()
+        now = time.monotonic()
+        cached = self._started.get(key)
+        if cached is not None and now - cached[0] < max_age_s:
+            return cached[1]
+        client = self._client(endpoint, timeout_s)
+
+        def fetch() -> float | None:
+            resp = client._session.get(
+                f"{client.url}/api/v1/status/runtimeinfo", headers=client.headers, auth=client.auth, timeout=timeout_s
+            )
+            if resp.status_code != 200:
+                return None
+            return parse_rfc3339(str(resp.json()["data"]["startTime"]))
+
+        try:
+            started = await asyncio.get_running_loop().run_in_executor(self._executor, fetch)
+        except Exception:  # unreachable or unexpected: the reads themselves will say what is wrong
+            return None
+        self._started[key] = (now, started)
+        return started
+
     async def read(
         self,
         endpoint: Endpoint,
@@ -217,6 +270,7 @@ class PrometheusReader:
                 self._executor, self._query_blocking, endpoint, queries, at, timeout_s, max_sample_age_s
             )
         except Exception as exc:  # connection refused, timeout, TLS, bad JSON: all mean "unknown"
+            self._started.pop(endpoint.cache_key(), None)
             message = describe(exc)
             if self._observe_error is not None:
                 self._observe_error(type(exc).__name__)
@@ -245,6 +299,7 @@ class PrometheusReader:
                 lambda: self._client(endpoint, timeout_s).custom_query(query, params={"time": f"{at:.3f}"}),
             )
         except Exception as exc:
+            self._started.pop(endpoint.cache_key(), None)
             if self._observe_error is not None:
                 self._observe_error(type(exc).__name__)
             raise

@@ -46,6 +46,7 @@ from rlscale.operator.prometheus import (
     PrometheusReader,
     SecretError,
     SignalValues,
+    duration_s,
     endpoint_url,
     resolve_endpoint,
 )
@@ -319,6 +320,11 @@ class Reconciler:
             endpoint = await resolve_endpoint(tick.ref.namespace, url, p.auth, self.kube.get_secret)
         except (SecretError, ApiError) as exc:
             return SignalValues({q.key: None for q in queries}, {q.key: str(exc) for q in queries}, error=str(exc))
+        # A Prometheus younger than the rate window reads every rate low (see started_at): unknown, not low.
+        started = await self.reader.started_at(endpoint, timeout_s=p.timeout_s)
+        if started is not None and at - started < duration_s(p.window):
+            why = f"Prometheus (re)started {max(0.0, at - started):.0f}s before, within the rate window ({p.window})"
+            return SignalValues({q.key: None for q in queries}, {q.key: why for q in queries})
         own = tuple(q for q in queries if q.key not in batched)
         want = tuple(q.key for q in queries if q.key in batched)
         reads = []
