@@ -151,7 +151,7 @@ class BatchReader:
             value, problem = one_value(series, at, max_sample_age_s)
             values[k] = value
             if problem:
-                problems[k] = f"{SIGNAL_BY_KEY[k].field}: {problem}"
+                problems[k] = f"spec.prometheus.queries.{SIGNAL_BY_KEY[k].field}: {problem}"
         return SignalValues(values=values, problems=problems, latency_s=batch.latency_s)
 
     async def _batch(self, key: _Key, endpoint: Endpoint, timeout_s: float) -> _Batch:

@@ -401,7 +401,7 @@ class Reconciler:
         # NotFound: the policy was deleted while we worked; there is nothing to report to.
         with contextlib.suppress(NotFound):
             await self.kube.patch_policy_status(ref.namespace, ref.name, status)
-        self._written[(ref.namespace, ref.name)] = (time.monotonic(), report.visible(status))
+        self._written[(ref.namespace, ref.name)] = (self.clock(), report.visible(status))
 
     async def _write_status(self, tick: Tick[Any], status: dict[str, Any], *, force: bool = False) -> bool:
         """Write ``status`` if a user would see a difference, or the heartbeat is due; returns whether it wrote.
@@ -418,7 +418,7 @@ class Reconciler:
             not force
             and heartbeat > 0
             and last is not None
-            and time.monotonic() - last[0] < heartbeat
+            and tick.now - last[0] < heartbeat
             and report.visible(status) == last[1]
         ):
             self.metrics.status_writes.labels("skipped").inc()
