@@ -31,6 +31,9 @@ from aiohttp import web
 _POD_RE = re.compile(r'pod=~"((?:[^"\\]|\\.)*?)-\[a-z0-9\]\+-\[a-z0-9\]\+"')
 _NS_RE = re.compile(r'namespace="([^"]*)"')
 _SIGNAL_RE = re.compile(r'"rlscale_signal", "(\w+)"')
+#: A namespace's batched query (rlscale.operator.batchread) groups by this label instead of naming a pod regex.
+_WORKLOAD_LABEL = "rlscale_workload"
+_PER_POD = ("cpu_usage", "memory_working_set")  # batched per (workload, pod, container)
 
 CPU_LIMIT_CORES = 0.5  # the benchmark Deployments' app container limit (500m)
 RPS_PER_CORE = 200.0
@@ -88,8 +91,15 @@ class FakePrometheus:
     (``None`` if unknown: 1 is assumed).
     """
 
-    def __init__(self, replicas_of: Callable[[str, str], int | None], *, seed: int = 0) -> None:
+    def __init__(
+        self,
+        replicas_of: Callable[[str, str], int | None],
+        *,
+        seed: int = 0,
+        deployments_in: Callable[[str], list[str]] | None = None,
+    ) -> None:
         self._replicas_of = replicas_of
+        self._deployments_in = deployments_in or (lambda _ns: [])
         self._seed = seed
         self._workloads: dict[tuple[str, str], Workload] = {}
         self._runner: web.AppRunner | None = None
@@ -130,7 +140,17 @@ class FakePrometheus:
         at = float(params.get("time") or time.time())
         ns, pod = _NS_RE.search(query), _POD_RE.search(query)
         result: list[dict[str, Any]] = []
-        if ns is None or pod is None:
+        if ns is not None and _WORKLOAD_LABEL in query:  # a namespace's batch: every Deployment in it
+            keys = list(_SIGNAL_RE.findall(query))
+            for deployment in self._deployments_in(ns.group(1)):
+                replicas = self._replicas_of(ns.group(1), deployment) or 1
+                values = self._workload(ns.group(1), deployment).signals(at, replicas)
+                for key in keys:
+                    labels = {"rlscale_signal": key, _WORKLOAD_LABEL: deployment}
+                    if key in _PER_POD:
+                        labels |= {"pod": f"{deployment}-5d8c7b9f4-abcde", "container": "app"}
+                    result.append({"metric": labels, "value": [at, repr(values[key])]})
+        elif ns is None or pod is None:
             self.unparsed += 1
         else:
             namespace, deployment = ns.group(1), pod.group(1).replace("\\", "")

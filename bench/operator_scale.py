@@ -64,6 +64,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
@@ -74,12 +75,14 @@ import aiohttp
 import psutil
 
 # bench/ is sys.path[0] when this file is run as a script.
+from _exporter import ExporterServer, NamespaceExporter
 from _fake_prometheus import CPU_LIMIT_CORES, FakePrometheus, Workload
 from kubernetes import config as k8s_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from rlscale.devstack.cluster import LocalCluster
 from rlscale.devstack.operator_stack import OperatorProcess, helm_install, service_account_kubeconfig
+from rlscale.devstack.prometheus import LocalPrometheus
 from rlscale.devstack.tools import locate_tools_bin
 
 T = TypeVar("T")
@@ -187,11 +190,35 @@ class Scrape:
                     out.buckets.setdefault(s.name[: -len("_bucket")], []).append((float(s.labels["le"]), s.value))
                 elif s.name.endswith("_total") or s.name == "rlscale_policies":
                     out.counters[s.name] = out.counters.get(s.name, 0.0) + s.value
-                    label = s.labels.get("reason") or s.labels.get("source") or s.labels.get("kind") or ""
+                    label = (
+                        s.labels.get("reason")
+                        or s.labels.get("source")
+                        or s.labels.get("kind")
+                        or s.labels.get("outcome")
+                        or ""
+                    )
                     per = out.by_label.setdefault(s.name, {})
                     per[label] = per.get(label, 0.0) + s.value
         for b in out.buckets.values():
             b.sort()
+        return out
+
+    @classmethod
+    def merge(cls, scrapes: Sequence[Scrape]) -> Scrape:
+        """Several replicas' scrapes as one: counters and histogram buckets summed."""
+        out = cls()
+        for sc in scrapes:
+            for k, v in sc.counters.items():
+                out.counters[k] = out.counters.get(k, 0.0) + v
+            for k, per in sc.by_label.items():
+                mine = out.by_label.setdefault(k, {})
+                for label, v in per.items():
+                    mine[label] = mine.get(label, 0.0) + v
+            for k, buckets in sc.buckets.items():
+                mine_b = dict(out.buckets.get(k, []))
+                for le, c in buckets:
+                    mine_b[le] = mine_b.get(le, 0.0) + c
+                out.buckets[k] = sorted(mine_b.items())
         return out
 
 
@@ -244,7 +271,10 @@ class World:
         self._ssl = ssl.create_default_context(cafile=str(ca_file))
         self._replicas: dict[tuple[str, str], int] = {}
         self.status_writes = 0
-        self.prometheus = FakePrometheus(lambda ns, name: self._replicas.get((ns, name)), seed=seed)
+        self._names: dict[str, set[str]] = {}
+        self.prometheus = FakePrometheus(
+            self.replicas_of, seed=seed, deployments_in=lambda ns: sorted(self._names.get(ns, ()))
+        )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="bench-world", daemon=True)
         self._session: aiohttp.ClientSession | None = None
@@ -314,6 +344,7 @@ class World:
         ns, name = meta["namespace"], meta["name"]
         replicas = int(spec.get("replicas", 1))
         self._replicas[(ns, name)] = replicas
+        self._names.setdefault(ns, set()).add(name)
         gen = int(meta.get("generation", 0))
         want = {
             "observedGeneration": gen,
@@ -354,6 +385,9 @@ class World:
 
     def replicas_known(self) -> int:
         return len(self._replicas)
+
+    def replicas_of(self, namespace: str, name: str) -> int | None:
+        return self._replicas.get((namespace, name))
 
     # objects
     async def create_objects(self, namespaces: Sequence[str], n: int, interval: int, adopted: bool) -> None:
@@ -463,6 +497,36 @@ class Result:
     policy_json_bytes: float
     setup_s: float
     warmup_s: float
+    replicas: int = 1
+    prometheus: str = "fake"
+    operator_cpu_cores_per_replica: list[float] = field(default_factory=list)
+    prometheus_queries_per_s: float = math.nan  # answered by Prometheus (its own count, or the fake's)
+    prometheus_batch_requests: int = 0  # sent by the operator(s): namespace batches
+    prometheus_policy_requests: int = 0  # sent by the operator(s): one policy's custom templates
+    prometheus_cpu_cores: float | None = None
+    prometheus_rss_mib: float | None = None
+    status_writes: int = 0
+    status_writes_skipped: int = 0
+    decision_batches: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """The fields the issue's JSON asks for, first, then everything else."""
+        head = {
+            "policies": self.policies,
+            "replicas": self.replicas,
+            "prometheus": self.prometheus,
+            "reconciles_made": self.reconciles_metrics,
+            "reconciles_due": self.expected,
+            "on_time_fraction": self.on_time_fraction,
+            "lag_p50_ms": self.lag_p50_s * 1000,
+            "lag_p99_ms": self.lag_p99_s * 1000,
+            "rss_steady_mib": self.rss_steady_mib,
+            "operator_cpu_cores": self.operator_cpu_cores,
+            "prometheus_queries_per_s": self.prometheus_queries_per_s,
+            "prometheus_cpu_cores": self.prometheus_cpu_cores,
+            "apiserver_cpu_cores": self.apiserver_cpu_cores,
+        }
+        return {**head, **{k: v for k, v in asdict(self).items() if k not in head}}
 
     @property
     def achieved_ratio(self) -> float:
@@ -502,15 +566,17 @@ def _policy_counters(cluster: LocalCluster) -> tuple[dict[str, int], float]:
     return out, size
 
 
-def run_one(n: int, args: argparse.Namespace, bin_dir: Path) -> Result:
+def run_one(n: int, args: argparse.Namespace, bin_dir: Path, replicas: int = 1) -> Result:
     interval: int = args.interval
     namespaces = [f"bench-{i}" for i in range(args.namespaces)]
     work = Path(tempfile.mkdtemp(prefix=f"rlscale-scale-{n}-", dir=args.work_dir))
     t_setup = time.monotonic()
     cluster = ApiServerOnly(bin_dir, work / "cluster", audit=False)
     world: World | None = None
-    operator: OperatorProcess | None = None
+    operators: list[OperatorProcess] = []
     profiler: subprocess.Popen[bytes] | None = None
+    exporter: ExporterServer | None = None
+    prometheus: LocalPrometheus | None = None
     try:
         cluster.start()
         world = World(cluster.server, cluster.admin_token, cluster.ca_file, args.seed)
@@ -527,52 +593,77 @@ def run_one(n: int, args: argparse.Namespace, bin_dir: Path) -> Result:
         _wait(lambda: _crd_served(cluster), 60, "the AutoscalePolicy CRD to be served")
         world.call(world.create_objects(namespaces, n, interval, args.adopted))
         _wait(lambda: world is not None and world.replicas_known() >= n, 60, "the Deployment mirror to see all")
+        if args.prometheus == "real":
+            exporter, prometheus = _start_real_prometheus(world, namespaces, n, interval, args.seed, work)
+            prom_url = prometheus.url
         setup_s = time.monotonic() - t_setup
 
-        operator = OperatorProcess(
-            sa_kubeconfig,
-            work,
-            namespaces=namespaces,
-            prometheus_url=prom_url,
-            extra_args=["--workers", str(args.workers)],
-            env=dict(kv.split("=", 1) for kv in args.operator_env),
-        )
+        for r in range(replicas):
+            shard_args = ["--shard-identity", f"replica-{r}", "--shard-namespace", OPERATOR_NS] if replicas > 1 else []
+            operators.append(
+                OperatorProcess(
+                    sa_kubeconfig,
+                    work,
+                    namespaces=namespaces,
+                    prometheus_url=prom_url,
+                    extra_args=["--workers", str(args.workers), *shard_args],
+                    env=dict(kv.split("=", 1) for kv in args.operator_env),
+                    name=f"operator-{r}",
+                )
+            )
         t_op = time.monotonic()
-        operator.start(timeout_s=180)
-        op_pid = operator.pid
+        for op in operators:
+            op.start(timeout_s=180)
+        op_pids = [op.pid for op in operators]
+        assert all(op_pids)
+        op_pid = op_pids[0]
         assert op_pid is not None
 
         def policies_running() -> bool:
-            assert operator is not None
-            return Scrape.parse(operator.metrics_text()).counters.get("rlscale_policies", 0) >= n
+            return all(Scrape.parse(op.metrics_text()).counters.get("rlscale_policies", 0) >= n for op in operators)
 
         _wait(policies_running, 300, f"{n} policy daemons")
         time.sleep(interval + 5)  # every first tick (spread over one interval) has happened
         warmup_s = time.monotonic() - t_op
 
         pids = {
-            "operator": op_pid,
+            **{f"operator-{r}": pid for r, pid in enumerate(op_pids)},
             "apiserver": cluster.processes["kube-apiserver"].pid,
             "etcd": cluster.processes["etcd"].pid,
             "harness": os.getpid(),
         }
+        if prometheus is not None:
+            pids["prometheus"] = prometheus._proc.pid if prometheus._proc is not None else None
         counters0, _ = _policy_counters(cluster)
-        scrape0 = Scrape.parse(operator.metrics_text())
+        scrape0 = Scrape.merge([Scrape.parse(op.metrics_text()) for op in operators])
+        queries0 = _prometheus_queries(prometheus) if prometheus is not None else float(world.prometheus.requests)
         cpu0 = {k: cpu_seconds(p) for k, p in pids.items() if p}
         host0, wall0 = host_busy_seconds(), time.monotonic()
         if args.profile:
             profiler = _start_profiler(op_pid, args.duration, work / "profile.txt")
         samples: list[float] = []
+        per_replica_rss: list[list[float]] = [[] for _ in op_pids]
+        prom_rss: list[float] = []
         sockets: list[int] = []
-        while time.monotonic() - wall0 < args.duration:
-            samples.append(rss_mib(op_pid))
+        # A whole number of intervals: every policy is due the same number of times in it whatever its phase
+        # (with aligned ticks a namespace's policies are due together, so a window edge that cut a tick
+        # would count or miss a whole namespace).
+        duration = math.ceil(args.duration / interval) * interval
+        while time.monotonic() - wall0 < duration:
+            for r, pid in enumerate(op_pids):
+                assert pid is not None
+                per_replica_rss[r].append(rss_mib(pid))
+            samples.append(per_replica_rss[0][-1])
+            if pids.get("prometheus"):
+                prom_rss.append(rss_mib(int(pids["prometheus"] or 0)))
             sockets.append(socket_count(op_pid))
             time.sleep(1.0)
         wall1, host1 = time.monotonic(), host_busy_seconds()
         cpu1 = {k: cpu_seconds(p) for k, p in pids.items() if p}
-        scrape1 = Scrape.parse(operator.metrics_text())
+        scrape1 = Scrape.merge([Scrape.parse(op.metrics_text()) for op in operators])
+        queries1 = _prometheus_queries(prometheus) if prometheus is not None else float(world.prometheus.requests)
         counters1, policy_bytes = _policy_counters(cluster)
-        peak = peak_rss_mib(op_pid)
+        peak = max(peak_rss_mib(p) for p in op_pids if p)
         memory = {**memory_breakdown(op_pid), "sockets_max": max(sockets), "sockets_median": statistics.median(sockets)}
         window = wall1 - wall0
         profile_text = _finish_profiler(profiler, work / "profile.txt") if profiler is not None else ""
@@ -584,6 +675,9 @@ def run_one(n: int, args: argparse.Namespace, bin_dir: Path) -> Result:
 
         def delta(name: str) -> float:
             return scrape1.counters.get(name, 0.0) - scrape0.counters.get(name, 0.0)
+
+        def delta_by(name: str, label: str) -> float:
+            return scrape1.by_label.get(name, {}).get(label, 0.0) - scrape0.by_label.get(name, {}).get(label, 0.0)
 
         # Due: one per policy per interval, or more if the operator made more (a window edge). On time: started
         # less than an interval late, and at most as many as were made: when a reconcile overruns, the operator
@@ -614,10 +708,27 @@ def run_one(n: int, args: argparse.Namespace, bin_dir: Path) -> Result:
             reconcile_top_bucket_s=top_finite_bucket(latency),
             scale_actions=round(delta("rlscale_actions_applied_total")),
             refusals={k: v for k, v in refusals.items() if v},
-            rss_steady_mib=round(statistics.median(samples), 1),
+            rss_steady_mib=round(max(statistics.median(x) for x in per_replica_rss), 1),
             rss_peak_mib=round(peak, 1),
             memory=memory,
-            operator_cpu_cores=round((cpu1["operator"] - cpu0["operator"]) / window, 3),
+            operator_cpu_cores=round(sum(cpu1[k] - cpu0[k] for k in cpu1 if k.startswith("operator-")) / window, 3),
+            operator_cpu_cores_per_replica=[
+                round((cpu1[f"operator-{r}"] - cpu0[f"operator-{r}"]) / window, 3) for r in range(len(op_pids))
+            ],
+            replicas=len(op_pids),
+            prometheus=args.prometheus,
+            prometheus_queries_per_s=round((queries1 - queries0) / window, 2),
+            prometheus_batch_requests=round(delta_by("rlscale_prometheus_requests_total", "batch")),
+            prometheus_policy_requests=round(delta_by("rlscale_prometheus_requests_total", "policy")),
+            prometheus_cpu_cores=(
+                round((cpu1["prometheus"] - cpu0["prometheus"]) / window, 3) if "prometheus" in cpu1 else None
+            ),
+            prometheus_rss_mib=round(statistics.median(prom_rss), 1) if prom_rss else None,
+            status_writes=round(delta_by("rlscale_status_writes_total", "written")),
+            status_writes_skipped=round(delta_by("rlscale_status_writes_total", "skipped")),
+            decision_batches=round(bucket_delta(scrape0, scrape1, "rlscale_decision_batch_size")[-1][1])
+            if bucket_delta(scrape0, scrape1, "rlscale_decision_batch_size")
+            else 0,
             apiserver_cpu_cores=round((cpu1["apiserver"] - cpu0["apiserver"]) / window, 3),
             etcd_cpu_cores=round((cpu1["etcd"] - cpu0["etcd"]) / window, 3),
             harness_cpu_cores=round((cpu1["harness"] - cpu0["harness"]) / window, 3),
@@ -633,8 +744,12 @@ def run_one(n: int, args: argparse.Namespace, bin_dir: Path) -> Result:
     finally:
         if profiler is not None:
             profiler.kill()
-        if operator is not None:
-            operator.stop(timeout=20)
+        for op in operators:
+            op.stop(timeout=20)
+        if prometheus is not None:
+            prometheus.stop()
+        if exporter is not None:
+            exporter.stop()
         if world is not None:
             world.stop()
         cluster.stop()
@@ -642,6 +757,48 @@ def run_one(n: int, args: argparse.Namespace, bin_dir: Path) -> Result:
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"kept {work}", file=sys.stderr)
+
+
+def _start_real_prometheus(
+    world: World, namespaces: Sequence[str], n: int, interval: int, seed: int, work: Path
+) -> tuple[ExporterServer, LocalPrometheus]:
+    """The synthetic exporters (bench/_exporter.py) and a real Prometheus scraping them every interval.
+
+    Returns once Prometheus holds two scrapes of every workload, so ``rate()`` has data.
+    """
+    names: dict[str, list[str]] = {ns: [] for ns in namespaces}
+    for i in range(n):
+        names[namespaces[i % len(namespaces)]].append(f"app-{i:05d}")
+    exporter = ExporterServer([NamespaceExporter(ns, names[ns], world.replicas_of, seed) for ns in namespaces]).start()
+    prometheus = LocalPrometheus(
+        work / "prometheus", scrape_configs=exporter.scrape_configs(f"{interval}s"), scrape_interval=f"{interval}s"
+    )
+    try:
+        prometheus.start()
+
+        def scraped_twice() -> bool:
+            assert prometheus is not None
+            got = prometheus.query("count(count_over_time(http_requests_in_flight[5m]) >= 2)")
+            return bool(got) and float(got[0]["value"][1]) >= n
+
+        _wait(scraped_twice, 10 * interval + 120, f"Prometheus to scrape all {n} workloads twice", interval=2.0)
+    except BaseException:
+        prometheus.stop()
+        exporter.stop()
+        raise
+    return exporter, prometheus
+
+
+def _prometheus_queries(prometheus: LocalPrometheus) -> float:
+    """Instant queries the real Prometheus has answered, by its own count (``prometheus_http_requests_total``)."""
+    with urllib.request.urlopen(prometheus.url + "/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "prometheus_http_requests_total" and sample.labels.get("handler") == "/api/v1/query"
+    )
 
 
 def _crd_served(cluster: LocalCluster) -> bool:
@@ -812,26 +969,49 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy the operator during the window")
     parser.add_argument("--work-dir", type=Path, default=None, help="parent of the per-run temp dirs")
     parser.add_argument("--keep", action="store_true", help="keep the per-run dirs (logs, profile)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--prometheus",
+        choices=("fake", "real"),
+        default="fake",
+        help="real: a real Prometheus scraping synthetic exporters of every workload (bench/_exporter.py); "
+        "fake: bench/_fake_prometheus.py answers the queries directly",
+    )
+    parser.add_argument(
+        "--replicas", type=int, nargs="+", default=[1], help="operator replicas sharing the policies (each N x each R)"
+    )
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="PATH",
+        help='print {"runs": [...]} as JSON at the end (to PATH if given, else to stdout)',
+    )
     args = parser.parse_args()
 
     bin_dir = locate_tools_bin(("etcd", "kube-apiserver", "helm"))
-    print(
-        "NOTE: Prometheus is FAKED in this benchmark (bench/_fake_prometheus.py, aiohttp on loopback): a real one "
-        "evaluating N x 2 combined queries per interval on these shared cores would be the subject of the "
-        "measurement. The API server is real (kube-apiserver + etcd, no controllers; this harness writes "
-        "Deployment status).",
-        flush=True,
-    )
+    if args.prometheus == "fake":
+        print(
+            "NOTE: Prometheus is FAKED (bench/_fake_prometheus.py, aiohttp on loopback); --prometheus real runs a real "
+            "one. The API server is real (kube-apiserver + etcd, no controllers; this harness writes Deployment "
+            "status).",
+            file=sys.stderr,
+            flush=True,
+        )
     results: list[Result] = []
     for n in args.policies:
-        print(f"--- {n} policies: setting up ...", flush=True)
-        r = run_one(n, args, bin_dir)
-        results.append(r)
-        print(json.dumps(_jsonable(asdict(r))), flush=True)
+        for replicas in args.replicas:
+            print(f"--- {n} policies, {replicas} replica(s), {args.prometheus} Prometheus: setting up ...", flush=True)
+            r = run_one(n, args, bin_dir, replicas)
+            results.append(r)
+            print(json.dumps(_jsonable(r.summary())), flush=True)
     print_table(results)
     if args.json:
-        args.json.write_text(json.dumps([_jsonable(asdict(r)) for r in results], indent=2))
+        text = json.dumps({"runs": [_jsonable(r.summary()) for r in results]}, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text)
 
 
 if __name__ == "__main__":
