@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,13 +52,13 @@ from e2e_helpers import (
     policy_manifest,
     threshold_policy_onnx,
 )
-from kubernetes import client, watch
+from kubernetes import client, config, watch
 from scenario import _wait_pods, create_workload, scaling_spec, service, twin_prometheus
 
 from rlscale.devstack.cluster import LocalCluster
 from rlscale.devstack.operator_stack import OperatorProcess
 from rlscale.devstack.prometheus import LocalPrometheus
-from rlscale.devstack.twin import TwinExporter, TwinTarget
+from rlscale.devstack.twin import DeploymentState, TwinExporter, TwinTarget, read_deployment_state
 from rlscale.policy.model import META_SPEC_HASH
 
 POLICY = "web"
@@ -380,15 +381,18 @@ def fault_stack(
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
     twin: TwinExporter | None = None
     prom: LocalPrometheus | None = None
+    reads = ThreadPoolExecutor(max_workers=32, thread_name_prefix="faults-twin-read")
     try:
         create_workload(api, namespace, replicas=replicas)
         _wait_pods(api, namespace, replicas)
+        target = TwinTarget(namespace, DEPLOYMENT, CONTAINER)
         twin = TwinExporter(
             api,
-            TwinTarget(namespace, DEPLOYMENT, CONTAINER),
+            target,
             np.array(load, dtype=float),
             service=service(),
             speed=speed,
+            read_state=_prompt_reader(cluster, target, reads),
         ).start()
         prom = twin_prometheus(work_dir / f"prometheus-{namespace}", twin)
         prom.wait_for_value(f'sum(rate(http_requests_total{{namespace="{namespace}"}}[10s]))', timeout=60)
@@ -404,8 +408,30 @@ def fault_stack(
             prom.stop()
         if twin is not None:
             twin.stop()
+        reads.shutdown(wait=False, cancel_futures=True)
         with contextlib.suppress(Exception):
             core.delete_namespace(namespace)
+
+
+def _prompt_reader(
+    cluster: LocalCluster, target: TwinTarget, pool: ThreadPoolExecutor, timeout_s: float = 0.5
+) -> Callable[[], DeploymentState | None]:
+    """The twin's Deployment read, given up after ``timeout_s`` and never retried.
+
+    The twin reads the Deployment on every scrape; with the client's default retries an API
+    server outage makes each scrape outlast Prometheus' 1 s scrape timeout, so the workload's
+    series would get a gap that real pods (whose metrics do not depend on the API server)
+    would not have. Given up promptly, the twin keeps serving the last shape it read.
+    """
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=cfg)
+    cfg.retries = 0
+    api = client.ApiClient(cfg)
+
+    def read() -> DeploymentState | None:
+        return pool.submit(read_deployment_state, api, target).result(timeout=timeout_s)
+
+    return read
 
 
 __all__ = [
