@@ -78,37 +78,41 @@ def random_recurrent_onnx(
 
     ``(obs, context_in) → (logits, context_out)`` with
     ``c = σ(W_g [obs, context_in] + b_g) ⊙ tanh(W_s obs + b_s) + (1 − σ(…)) ⊙ context_in``,
-    the graph :mod:`rlscale.training.export` writes for a PPO model with an encoder.
+    the graph :mod:`rlscale.training.export` writes for a PPO model with an encoder, with its
+    initializer names and weight layout (``(out, in)``, ``transB=1``), so fine-tuning can read it back.
     ``gate_bias`` < 0 makes the gate mostly closed, so the context remembers for many steps
     (with random weights the gate may otherwise saturate open and forget at once).
     """
     rng = np.random.default_rng(seed)
 
     def dense(name: str, d_in: int, d_out: int, bias: float = 0.0) -> list[onnx.TensorProto]:
-        w = (rng.standard_normal((d_in, d_out)) / np.sqrt(d_in)).astype(np.float32)
+        w = (rng.standard_normal((d_out, d_in)) / np.sqrt(d_in)).astype(np.float32)
         b = (bias + 0.1 * rng.standard_normal(d_out)).astype(np.float32)
-        return [numpy_helper.from_array(w, f"{name}_w"), numpy_helper.from_array(b, f"{name}_b")]
+        return [numpy_helper.from_array(w, f"{name}.weight"), numpy_helper.from_array(b, f"{name}.bias")]
+
+    def gemm(x: str, name: str, out: str) -> onnx.NodeProto:
+        return helper.make_node("Gemm", [x, f"{name}.weight", f"{name}.bias"], [out], transB=1)
 
     inits = [
-        *dense("in", N_FEATURES, context),
-        *dense("gate", N_FEATURES + context, context, gate_bias),
-        *dense("h", context, hidden),
-        *dense("out", hidden, N_ACTIONS),
+        *dense("encoder.input", N_FEATURES, context),
+        *dense("encoder.gate", N_FEATURES + context, context, gate_bias),
+        *dense("actor.0", context, hidden),
+        *dense("actor.2", hidden, N_ACTIONS),
         numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
     ]
     nodes = [
-        helper.make_node("Gemm", [INPUT_NAME, "in_w", "in_b"], ["zs"]),
+        gemm(INPUT_NAME, "encoder.input", "zs"),
         helper.make_node("Tanh", ["zs"], ["hs"]),
         helper.make_node("Concat", [INPUT_NAME, CONTEXT_INPUT_NAME], ["cat"], axis=-1),
-        helper.make_node("Gemm", ["cat", "gate_w", "gate_b"], ["zg"]),
+        gemm("cat", "encoder.gate", "zg"),
         helper.make_node("Sigmoid", ["zg"], ["g"]),
         helper.make_node("Mul", ["g", "hs"], ["take"]),
         helper.make_node("Sub", ["one", "g"], ["keep_g"]),
         helper.make_node("Mul", ["keep_g", CONTEXT_INPUT_NAME], ["keep"]),
         helper.make_node("Add", ["take", "keep"], [CONTEXT_OUTPUT_NAME]),
-        helper.make_node("Gemm", [CONTEXT_OUTPUT_NAME, "h_w", "h_b"], ["zh"]),
+        gemm(CONTEXT_OUTPUT_NAME, "actor.0", "zh"),
         helper.make_node("Tanh", ["zh"], ["hh"]),
-        helper.make_node("Gemm", ["hh", "out_w", "out_b"], [OUTPUT_NAME]),
+        gemm("hh", "actor.2", OUTPUT_NAME),
     ]
     graph = helper.make_graph(
         nodes,

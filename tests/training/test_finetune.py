@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
-from random_model import random_mlp_onnx
+from random_model import random_mlp_onnx, random_recurrent_onnx
 
 from rlscale.policy.model import META_SPEC_HASH, ModelMismatchError, PolicyModel, model_metadata
 from rlscale.policy.spec import SPEC_HASH
@@ -180,3 +181,26 @@ def test_the_cli_refuses_an_init_model_for_another_spec(tmp_path: Path) -> None:
     init.write_bytes(random_mlp_onnx(metadata=meta))
     result = CliRunner().invoke(train_cmd, ["--init-from", str(init), "--trace", str(_trace(tmp_path / "t.csv"))])
     assert result.exit_code != 0 and "--init-from" in result.output and "spec 0000000000000000" in result.output
+
+
+def test_a_model_with_memory_is_fine_tuned_with_its_encoder(tmp_path: Path) -> None:
+    """The encoder is read back from the graph, trained with the actor, and exported again with its context."""
+    raw = TINY_CONFIG.model_dump(mode="json")
+    raw["ppo"] |= {"hidden": [32], "context_size": 8, "seq_len": 16}
+    training = {"seed": 3, "config": raw}
+    init = random_recurrent_onnx(context=8, hidden=32, seed=7, training=training)
+    wrong = copy.deepcopy(training)
+    wrong["config"]["ppo"]["hidden"] = [32, 32]  # the recorded widths must describe the graph
+    with pytest.raises(FineTuneError, match=r"actor\.2\.weight"):
+        fine_tune(
+            random_recurrent_onnx(context=8, hidden=32, training=wrong), _trace(tmp_path / "w.csv"), config=TINY_FT
+        )
+    data = fine_tune(init, _trace(tmp_path / "t.csv"), config=TINY_FT, seed=5)
+    model = PolicyModel.from_bytes(data)
+    assert model.context_size == 8
+    assert TrainConfig.model_validate(model.training["config"]).ppo.context_size == 8
+    obs = random_observations(64)
+    context = np.random.default_rng(1).uniform(-1, 1, (64, 8)).astype(np.float32)
+    before, after = PolicyModel.from_bytes(init).step(obs, context), model.step(obs, context)
+    assert not np.allclose(after[0], before[0])  # the actor learnt
+    assert not np.allclose(after[1], before[1])  # … and so did the encoder
