@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup test lint unit e2e bench model demo tools manifests clean
+.PHONY: help setup test lint unit e2e bench model experiments demo tools manifests clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,12 @@ manifests: ## regenerate the CRD, its chart copy, the RBAC rules and deploy/ fro
 
 model: ## train the default policy from scratch (default config and seed) and write the shipped ONNX model
 	$(VENV)/bin/rlscale train --config default --out policy/models/default.onnx
+
+experiments: ## re-run the papers' experiments (docs/experiments.md): tables, JSON and PNGs in runs/experiments/
+	mkdir -p runs/experiments
+	for e in five-levels orchestration grpo actor-critic-alibaba; do \
+	  $(VENV)/bin/rlscale reproduce $$e --json --plot runs/experiments/$$e.png > runs/experiments/$$e.json || exit 1; \
+	done
 
 tools: ## build the Go tools (kube-apiserver & co., etcd, kwok, helm, kindcheck) into the cache
 	tools/build-tools.sh

@@ -18,45 +18,35 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class _CloneableBandit:
-    """A contextual bandit: the right action is 1 when obs[0] > 0 else 2; action 3 pays most but is masked.
-
-    Episodes last 8 steps (terminated). ``copy_env`` lets GRPO start a group of rollouts from
-    one state (the observation is the state).
-    """
-
-    n_actions = 4
-    n_features = 3
+    """test_ppo's masked contextual bandit (right action 1 if obs[0] > 0 else 2; action 3 pays most but is masked),
+    with ``copy_env`` so that GRPO can start a group of rollouts from one state (the observation is the state)."""
 
     def __init__(self, n_envs: int, seed: int) -> None:
-        self.n_envs = n_envs
+        self.n_envs, self.masked_taken = n_envs, 0
         self.rng = np.random.default_rng(seed)
-        self.t = np.zeros(n_envs, int)
-        self.masked_taken = 0
-        self.obs = np.zeros((n_envs, self.n_features), np.float32)
+        self.clock = np.zeros(n_envs, int)  # steps into the 8-step episode
+        self.state = self._fresh()
 
-    def _draw(self) -> np.ndarray:
-        self.obs = self.rng.uniform(-1, 1, size=(self.n_envs, self.n_features)).astype(np.float32)
-        return self.obs.copy()
+    def _fresh(self) -> np.ndarray:
+        return self.rng.uniform(-1, 1, size=(self.n_envs, 3)).astype(np.float32)
 
     def reset(self) -> np.ndarray:
-        return self._draw()
+        self.state = self._fresh()
+        return self.state.copy()
 
     def action_masks(self) -> np.ndarray:
-        mask = np.ones((self.n_envs, self.n_actions), bool)
-        mask[:, 3] = False
-        return mask
+        return np.tile([True, True, True, False], (self.n_envs, 1))
 
     def copy_env(self, src: np.ndarray) -> None:
-        self.obs, self.t = self.obs[src].copy(), self.t[src].copy()
+        self.state, self.clock = self.state[src].copy(), self.clock[src].copy()
 
     def step(self, actions: np.ndarray):  # type: ignore[no-untyped-def]
-        self.masked_taken += int((actions == 3).sum())
-        best = np.where(self.obs[:, 0] > 0, 1, 2)
-        reward = np.where(actions == best, 1.0, 0.0) + np.where(actions == 3, 5.0, 0.0)
-        self.t += 1
-        terminated = self.t >= 8
-        self.t[terminated] = 0
-        return self._draw(), reward, terminated, np.zeros(self.n_envs, bool), {}
+        self.masked_taken += int(np.count_nonzero(actions == 3))
+        right = 1 + (self.state[:, 0] <= 0)
+        reward = (actions == right).astype(float) + 5.0 * (actions == 3)
+        self.clock = (self.clock + 1) % 8
+        ended = self.clock == 0
+        return self.reset(), reward, ended, np.zeros_like(ended), {}
 
 
 def _greedy_accuracy(net: torch.nn.Module) -> float:
