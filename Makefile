@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup test lint unit e2e bench model experiments demo tools manifests clean
+.PHONY: help setup test lint unit e2e faults bench model experiments demo tools manifests clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -22,10 +22,13 @@ lint: ## ruff, mypy (strict for policy/), import contracts, shellcheck
 	scripts/lint.sh
 
 unit: ## fast tests only (no Prometheus, Helm or control plane)
-	$(VENV)/bin/pytest -m "not e2e and not slow" -x -q
+	$(VENV)/bin/pytest -m "not e2e and not slow and not faults" -x -q
 
 e2e: ## the end-to-end tier on the local control plane
 	RLSCALE_TOOLS_BIN=$$(tools/build-tools.sh | tail -n 1) $(VENV)/bin/pytest -m e2e
+
+faults: ## the fault suite (tests/faults): API server/etcd/Prometheus/operator faults, sabotaged models
+	RLSCALE_TOOLS_BIN=$$(tools/build-tools.sh | tail -n 1) $(VENV)/bin/pytest -m faults tests/faults
 
 bench: ## benchmarks (print numbers; no assertions)
 	$(PY) bench/decide_latency.py
