@@ -16,7 +16,7 @@ import click
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from rlscale.training.ppo_config import TrainConfig
+from rlscale.training.ppo_config import PpoConfig, TrainConfig
 from rlscale.training.sim_config import SimConfig
 
 M = TypeVar("M", bound=BaseModel)
@@ -24,8 +24,14 @@ M = TypeVar("M", bound=BaseModel)
 RESULTS_BEGIN = "<!-- results:begin -->"
 RESULTS_END = "<!-- results:end -->"
 
-#: Named configs; ``default`` is the one the shipped model is trained with.
-NAMED_CONFIGS: dict[str, TrainConfig] = {"default": TrainConfig()}
+#: Named configs; ``default`` is the one the shipped model is trained with; ``memory`` adds the gated
+#: context encoder (64 wide) to it — the ablation in docs/training.md says how the two compare.
+NAMED_CONFIGS: dict[str, TrainConfig] = {
+    "default": TrainConfig(),
+    "memory": TrainConfig().model_copy(
+        update={"ppo": PpoConfig.model_validate(TrainConfig().ppo.model_dump() | {"context_size": 64})}
+    ),
+}
 
 
 def _validation_message(exc: ValidationError) -> str:

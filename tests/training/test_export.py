@@ -124,3 +124,13 @@ def test_print_config_resolves_overrides() -> None:
     assert result.exit_code == 0, result.output
     resolved = TrainConfig.model_validate_json(result.output)
     assert resolved.seed == 5 and resolved.ppo.total_steps == 1000
+
+
+def test_the_memory_config_is_the_default_with_a_context_encoder() -> None:
+    result = CliRunner().invoke(train_cmd, ["--config", "memory", "--print-config"])
+    assert result.exit_code == 0, result.output
+    memory = TrainConfig.model_validate_json(result.output)
+    assert memory.ppo.context_size == 64
+    default = TrainConfig()
+    assert memory.ppo.model_copy(update={"context_size": 0}) == default.ppo
+    assert memory.model_copy(update={"ppo": default.ppo}) == default
