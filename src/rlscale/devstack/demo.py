@@ -43,7 +43,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from rlscale.devstack.cli import make_cluster, resolve_node_kind
 from rlscale.devstack.demo_report import DecisionRecord, decision_line, format_summary, plot, summarize
-from rlscale.devstack.images import ImageBuildError, demo_image
+from rlscale.devstack.images import DEMO_IMAGE_REPO, ImageBuildError
 from rlscale.devstack.manifests import guaranteed_deployment, real_deployment
 from rlscale.devstack.operator_stack import OperatorProcess, helm_install, service_account_kubeconfig
 from rlscale.devstack.procs import ComponentError
@@ -73,13 +73,13 @@ GATE_NOTES = {
 CROWD_PEAK_FACTOR = 5.0
 #: The real pods: each request costs REAL_WORK_MS of CPU, so a pod at REAL_CPU serves about
 #: 20 requests/s (the app's own per-request overhead counts against the limit too); the
-#: busiest minute of the replayed pattern is REAL_PEAK_RPS (2–3 pods). Small on purpose:
+#: busiest minute of the replayed pattern is REAL_PEAK_RPS (2 pods). Small on purpose:
 #: a 2-core machine also runs the control plane, Prometheus, the operator and the load.
 REAL_PORT = 8080
 REAL_WORK_MS = 5.0
 REAL_CPU = "150m"
 REAL_MEMORY = "128Mi"
-REAL_PEAK_RPS = 40.0
+REAL_PEAK_RPS = 30.0
 REAL_LIMITS = {
     "maxReplicas": 6,
     "cpuLimitMinMillicores": 100,
@@ -404,10 +404,8 @@ class Demo:
         """The real node's half of :meth:`_start`: real pods, real load, Prometheus on both."""
         api = self.api
         assert api is not None
-        try:
-            image = demo_image().name
-        except ImageBuildError as exc:
-            raise click.ClickException(str(exc)) from exc
+        # The image the node imported (a rebuild now could have another key: the sources may have changed).
+        image = next(n for n in cluster.image_names if n.startswith(DEMO_IMAGE_REPO + ":"))
         client.AppsV1Api(api).create_namespaced_deployment(DEMO_NS, real_demo_deployment(image))  # type: ignore[arg-type]
         sd_file = stack_dir / "pods.sd.json"
         endpoints = PodEndpoints(api, DEMO_NS, f"app.kubernetes.io/name={NAME}", REAL_PORT, sd_file=sd_file)

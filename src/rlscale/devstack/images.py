@@ -38,6 +38,7 @@ from .oci import ImageConfig, pack_layer_tar, write_oci_archive
 
 __all__ = [
     "DEMO_DEPENDENCIES",
+    "DEMO_IMAGE_REPO",
     "BuiltImage",
     "ImageBuildError",
     "cache_root",
@@ -47,6 +48,8 @@ __all__ = [
     "pause_image",
 ]
 
+#: The demo image's repository; its tag is the image's cache key.
+DEMO_IMAGE_REPO = "localhost/rlscale/demo"
 #: Bump when the way images are made changes (it is part of every key).
 SCHEME = 1
 DEBIAN_SUITE = "bookworm"
@@ -141,6 +144,24 @@ def _cached(directory: Path) -> BuiltImage | None:
     return None
 
 
+def _prune(kind: str, keep: int) -> None:
+    """Delete all but the ``keep`` newest ``<kind>-*`` images (a source change makes a new demo image).
+
+    One being built or read holds its lock and is skipped.
+    """
+    dirs = sorted(cache_root().glob(f"{kind}-*"), key=lambda d: d.stat().st_mtime, reverse=True)
+    for old in dirs[keep:]:
+        fd = os.open(old / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
 def _finish(directory: Path, name: str, key: str, layer: Path, config: ImageConfig, t0: float) -> BuiltImage:
     packed = write_oci_archive(name, layer, directory / "image.oci.tar", config)
     image = BuiltImage(
@@ -222,7 +243,7 @@ def demo_image(root: Path | None = None) -> BuiltImage:
     base = debian_base()
     base_key = base.parent.name.removeprefix("debian-")
     key = _hash(f"demo scheme={SCHEME}", base_key, _tree_hash(root, _SOURCES), ",".join(DEMO_DEPENDENCIES))
-    name = f"localhost/rlscale/demo:{key[:12]}"
+    name = f"{DEMO_IMAGE_REPO}:{key[:12]}"
     directory = cache_root() / f"demo-{key}"
     with _locked(directory):
         if (image := _cached(directory)) is not None:
@@ -254,7 +275,9 @@ def demo_image(root: Path | None = None) -> BuiltImage:
                     "PYTHONDONTWRITEBYTECODE=1",
                 ],
             )
-            return _finish(directory, name, key, layer, config, t0)
+            image = _finish(directory, name, key, layer, config, t0)
+    _prune("demo", keep=3)
+    return image
 
 
 def node_images(bin_dir: Path, *, demo: bool = True) -> list[BuiltImage]:

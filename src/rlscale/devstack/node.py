@@ -314,12 +314,20 @@ class RealNode:
         nothing could run below it.
         """
         assert self.journal is not None
+        cpus = os.cpu_count() or 1
         for mount in cgroup_mounts():
             top = mount / self.journal.cgroup_name
             top.mkdir(exist_ok=True)
             for knob in ("cpuset.cpus", "cpuset.mems"):
                 if (top / knob).exists() and not (top / knob).read_text().strip():
                     (top / knob).write_text((mount / knob).read_text())
+            # Weigh the node like the CPUs it offers, not like one process: with the default
+            # weight, every busy process in the host's root cgroup counts as much as all
+            # pods together, and pods starve below their limits on a loaded machine.
+            if (top / "cpu.shares").exists():
+                (top / "cpu.shares").write_text(str(1024 * cpus))
+            elif (top / "cpu.weight").exists():
+                (top / "cpu.weight").write_text(str(min(10_000, 100 * cpus)))
 
     def _write_configs(self) -> None:
         assert self.journal is not None
