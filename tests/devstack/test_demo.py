@@ -20,12 +20,15 @@ from prometheus_client import generate_latest
 from rlscale.cli import main
 from rlscale.devstack.demo import (
     CROWD_PEAK_FACTOR,
+    REAL_LIMITS,
+    REAL_PORT,
     _decisions_by_source,
     crowd_window_start,
     demo_deployment,
     demo_policy,
     flash_crowd_day,
     parse_start,
+    real_demo_deployment,
 )
 from rlscale.devstack.demo_report import DecisionRecord, decision_line, format_summary, plot, summarize
 from rlscale.devstack.twin import TwinSample
@@ -65,6 +68,20 @@ def test_the_demo_policy_and_deployment_are_what_the_operator_accepts() -> None:
     assert limits.cpu_limit_min_m <= view.primary.cpu_limit_m <= limits.cpu_limit_max_m
     assert limits.memory_limit_min_mib <= view.primary.memory_limit_mib <= limits.memory_limit_max_mib
     assert spec.rollout.mode == "gradual" and spec.model.source == "builtin"
+
+
+def test_the_real_node_policy_and_deployment_are_what_the_operator_accepts() -> None:
+    """The real pods start inside the real policy's bounds (else the mask refuses every change)."""
+    spec = AutoscalePolicySpec.model_validate(demo_policy("http://127.0.0.1:9090", "shadow", REAL_LIMITS)["spec"])
+    dep = real_demo_deployment("localhost/rlscale/demo:test")
+    view = deployment_view(dep, spec.containers)
+    limits = spec.limits
+    assert limits.min_replicas <= view.replicas <= limits.max_replicas
+    assert limits.cpu_limit_min_m <= view.primary.cpu_limit_m <= limits.cpu_limit_max_m
+    assert limits.memory_limit_min_mib <= view.primary.memory_limit_mib <= limits.memory_limit_max_mib
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert container["imagePullPolicy"] == "Never" and container["readinessProbe"]["httpGet"]["port"] == REAL_PORT
+    assert container["resources"]["requests"] == container["resources"]["limits"]  # Guaranteed
 
 
 def test_a_malformed_trace_fails_naming_file_and_line_before_anything_starts(tmp_path: Path) -> None:
