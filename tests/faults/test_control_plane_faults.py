@@ -83,6 +83,7 @@ def test_api_server_and_etcd_restarts_lose_nothing_and_resume(stack: FaultStack)
         history = rec.replica_history(since=t_start)
         seen = rec.snapshot()
 
+    print(f"faults: kube-apiserver outage {apiserver}; etcd outage {etcd}")
     why = f"kube-apiserver: {apiserver}\netcd: {etcd}\n" + stack.diagnostics(rec)
     for outage in (apiserver, etcd):
         assert outage["resumed_after_s"] <= 2 * INTERVAL_S, why

@@ -81,6 +81,7 @@ def test_prometheus_restart_with_data_loss_holds_and_resumes(stack: FaultStack) 
         seen = rec.after(before)
 
     why = f"Prometheus ready after {ready_s:.1f}s, metrics back {resumed_after:.1f}s later\n" + stack.diagnostics(rec)
+    print(f"faults: Prometheus ready {ready_s:.1f}s after its start, metrics back {resumed_after:.1f}s after ready")
     # Decisions kept coming while blind (holding); nothing shrank, then or on the returned data.
     assert c1["decisions"] - c0["decisions"] >= 2, (c0, c1, why)
     assert not decreases(history), (decreases(history), why)
