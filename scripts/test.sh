@@ -11,5 +11,7 @@ scripts/setup.sh
 scripts/lint.sh
 RLSCALE_TOOLS_BIN=$(tools/build-tools.sh --print-dir | tail -n 1)
 export RLSCALE_TOOLS_BIN
+# Undo what a real node of an earlier, killed run left on the host (docs/real-node.md).
+.venv/bin/rlscale cluster clean
 echo "== pytest"
 exec .venv/bin/pytest "$@"
