@@ -144,9 +144,9 @@ def test_always_max_model_is_contained_and_no_model_breaks_a_hard_limit(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known gate weakness (docs/operator.md, Faults): the SLO damage of a learned scale-down lands on the "
-    "intervals after it, mostly credited to baseline decisions, so the 'baseline broke the SLO as often' rule "
-    "excuses the model; and the HPA baseline never raises the CPU limit the model lowered",
+    reason="known gate weakness (docs/operator.md, Faults): a scale-down makes the next interval cheaper and its "
+    "SLO damage lands on later, mostly baseline-credited intervals, so the gate can promote the saboteur; and "
+    "the HPA baseline never raises the CPU limit the model lowered",
 )
 def test_always_down_model_is_contained(sabotage: dict[str, dict[str, list[float]]]) -> None:
     r = sabotage["always-down"]
