@@ -606,7 +606,13 @@ def run_one(n: int, args: argparse.Namespace, bin_dir: Path, replicas: int = 1) 
                     work,
                     namespaces=namespaces,
                     prometheus_url=prom_url,
-                    extra_args=["--workers", str(args.workers), *shard_args],
+                    extra_args=[
+                        "--workers",
+                        str(args.workers),
+                        "--status-heartbeat-s",
+                        str(args.status_heartbeat_s),
+                        *shard_args,
+                    ],
                     env=dict(kv.split("=", 1) for kv in args.operator_env),
                     name=f"operator-{r}",
                 )
@@ -956,6 +962,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=120.0, help="measured seconds, after the warm-up")
     parser.add_argument("--namespaces", type=int, default=4)
     parser.add_argument("--workers", type=int, default=8, help="the operator's --workers")
+    parser.add_argument(
+        "--status-heartbeat-s",
+        type=float,
+        default=60.0,
+        help="the operator's --status-heartbeat-s (0: a status write after every reconcile, as before batching)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds the fake workloads")
     parser.add_argument(
         "--operator-env", action="append", default=[], metavar="KEY=VALUE", help="extra environment for the operator"

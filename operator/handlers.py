@@ -36,6 +36,7 @@ from rlscale.operator.modelstore import ModelStore
 from rlscale.operator.prometheus import PrometheusReader
 from rlscale.operator.reconcile import Conflicts, PolicyRef, Reconciler
 from rlscale.operator.settings import OperatorSettings
+from rlscale.operator.shard import ShardMembership
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class Runtime:
     metrics: OperatorMetrics
     executor: ThreadPoolExecutor
     reader: PrometheusReader
+    shards: ShardMembership | None = None  # with --shard-identity: which policies are this replica's
 
     @classmethod
     def build(
@@ -65,7 +67,12 @@ class Runtime:
             observe_error=lambda kind: metrics.prometheus_errors.labels(kind).inc(),
         )
         store = ModelStore(kube.get_configmap, refresh_s=settings.model_refresh_s)
-        return cls(Reconciler(kube, reader, store, settings, metrics), metrics, executor, reader)
+        shards = None
+        if settings.shard_identity and settings.shard_namespace:
+            shards = ShardMembership(
+                kube, settings.shard_identity, settings.shard_namespace, lease_s=settings.shard_lease_s, clock=time.time
+            )
+        return cls(Reconciler(kube, reader, store, settings, metrics), metrics, executor, reader, shards)
 
     def close(self) -> None:
         self.reader.close()
@@ -156,11 +163,16 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         memo.runtime = Runtime.build(op_settings, default_api_client())
         if op_settings.metrics_port:
             memo.runtime.metrics.serve(op_settings.metrics_port, op_settings.metrics_addr)
+    runtime: Runtime = memo.runtime
+    if runtime.shards is not None:
+        await runtime.shards.start()
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime | None = getattr(memo, "runtime", None)
+    if runtime is not None and runtime.shards is not None:
+        await runtime.shards.stop()
     if runtime is not None and getattr(memo, "owns_runtime", True):
         runtime.close()
 
@@ -204,7 +216,8 @@ async def reconcile_loop(
     runtime: Runtime = memo.runtime
     last_status: dict[str, Any] = {}
     runtime.metrics.policies.inc()
-    align = runtime.reconciler.settings.align_ticks
+    # --start-spread 0 (tests, the demo): every policy at once, now, then every interval on its own schedule.
+    align = runtime.reconciler.settings.align_ticks and runtime.reconciler.settings.start_spread > 0
 
     def next_due(after: float) -> float:
         interval = _interval(spec)
@@ -217,14 +230,19 @@ async def reconcile_loop(
             time.time(),
             jitter=0.0 if align else random.random() * runtime.reconciler.settings.start_spread,
         )
-        # The first tick: one interval after the last decision, on the namespace's grid; with
-        # --start-spread 0 and no history, at once (then on the grid).
-        first = time.time() + delay
-        due = first if delay == 0 and runtime.reconciler.settings.start_spread == 0 else next_due(first)
+        # The first tick: one interval after the last decision (on the namespace's grid when aligned).
+        due = next_due(time.time() + delay)
         while not stopped:
             await stopped.wait(max(0.0, due - time.time()))
             if stopped:
                 break
+            shards = runtime.shards
+            if shards is not None and not shards.owns(namespace, name, due):
+                runtime.reconciler.forget(namespace, name)  # another replica writes its status now
+                due = next_due(due + _interval(spec) / 2) if align else due + _interval(spec)
+                continue
+            # About to hand the policy to another replica: write everything it needs (the counter, the gate).
+            handing_over = shards is not None and not shards.owns(namespace, name, due + _interval(spec))
             runtime.metrics.reconcile_lateness.observe(max(0.0, time.time() - due))
             target = (spec.get("targetRef") or {}).get("name")
             key = (namespace, str(target))
@@ -249,6 +267,7 @@ async def reconcile_loop(
                     conflicts,
                     post,
                     due=due,
+                    final=handing_over,
                 )
             except Exception:  # never let one bad reconcile kill the loop; the next tick retries
                 logger.exception("reconcile failed")

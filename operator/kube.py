@@ -93,6 +93,7 @@ class KubeApi:
         self._apps = k8s.AppsV1Api(api_client)
         self._core = k8s.CoreV1Api(api_client)
         self._custom = k8s.CustomObjectsApi(api_client)
+        self._coordination = k8s.CoordinationV1Api(api_client)
         self._executor = executor
         self._retries = retries
         self._backoff_s = backoff_s
@@ -221,3 +222,45 @@ class KubeApi:
                 )
             ),
         )
+
+    # --- shard Leases (only with --shard-identity; see rlscale.operator.shard) ---
+
+    async def put_lease(self, namespace: str, name: str, body: dict[str, Any]) -> None:
+        """Merge-patch the Lease ``name``, creating it when it does not exist."""
+        try:
+            await self._call(
+                f"patch lease {namespace}/{name}",
+                lambda: self._release(
+                    self._coordination.patch_namespaced_lease(
+                        name,
+                        namespace,
+                        body,
+                        _content_type=_MERGE,
+                        _preload_content=False,
+                        _request_timeout=self._timeout,
+                    )
+                ),
+            )
+        except NotFound:
+            await self._call(
+                f"create lease {namespace}/{name}",
+                lambda: self._release(
+                    self._coordination.create_namespaced_lease(
+                        namespace,
+                        body,  # type: ignore[arg-type]  # the client sends a dict as it is
+                        _preload_content=False,
+                        _request_timeout=self._timeout,
+                    )
+                ),
+            )
+
+    async def list_leases(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        data = await self._call(
+            f"list leases in {namespace}",
+            lambda: self._json(
+                self._coordination.list_namespaced_lease(
+                    namespace, label_selector=label_selector, _preload_content=False, _request_timeout=self._timeout
+                )
+            ),
+        )
+        return list(data.get("items") or [])

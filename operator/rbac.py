@@ -33,6 +33,8 @@ class ApiCall:
     caller: Literal["operator", "kopf"] = "operator"
     #: Only when the operator runs with peering (``--peering NAME``), not ``--standalone``.
     peering_only: bool = False
+    #: Only when replicas share the policies (``--shard-identity``, the chart's ``replicaCount`` > 1).
+    sharding_only: bool = False
 
     @property
     def rbac_resource(self) -> str:
@@ -48,6 +50,13 @@ API_CALLS: tuple[ApiCall, ...] = (
     ApiCall("rlscale.io", "autoscalepolicies", ("patch",), "write status (decision, rollout state)", "status"),
     ApiCall("", "configmaps", ("get",), "load a model from a ConfigMap's binaryData (spec.model.configMapRef)"),
     ApiCall("", "secrets", ("get",), "read Prometheus credentials and CA (spec.prometheus.auth)"),
+    ApiCall(
+        "coordination.k8s.io",
+        "leases",
+        ("list", "create", "patch"),
+        "each replica sharing the policies keeps a Lease in the operator's namespace; they list each other's",
+        sharding_only=True,
+    ),
     # --- Kopf's calls on the operator's behalf ---
     ApiCall("rlscale.io", "autoscalepolicies", ("list", "watch"), "watch policies", caller="kopf"),
     ApiCall(
@@ -92,11 +101,11 @@ API_CALLS: tuple[ApiCall, ...] = (
 )
 
 
-def cluster_role_rules(*, peering: bool = True) -> list[dict[str, list[str]]]:
+def cluster_role_rules(*, peering: bool = True, sharding: bool = True) -> list[dict[str, list[str]]]:
     """ClusterRole ``rules``: one rule per (group, resource), verbs merged and sorted."""
     merged: dict[tuple[str, str], set[str]] = {}
     for call in API_CALLS:
-        if call.peering_only and not peering:
+        if (call.peering_only and not peering) or (call.sharding_only and not sharding):
             continue
         merged.setdefault((call.group, call.rbac_resource), set()).update(call.verbs)
     return [

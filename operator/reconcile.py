@@ -126,11 +126,14 @@ class Reconciler:
         post_event: EventSink | None = None,
         *,
         due: float | None = None,
+        final: bool = False,
     ) -> Outcome:
         """Reconcile once and write the status; returns what happened. Raises nothing for expected trouble.
 
         ``due`` is when the tick was due (unix time): metrics are evaluated then, so the policies
-        of a namespace that were due together share one batched query; default: now.
+        of a namespace that were due together share one batched query; default: now. ``final``:
+        write the status whatever changed (the policy moves to another replica, which starts
+        from what is stored).
         """
         started = time.perf_counter()
         events: list[tuple[str, str, str]] = []
@@ -141,13 +144,13 @@ class Reconciler:
                 post_event(kind, reason, message)
 
         tick = Tick(ref, report.previous_status(status_raw), self.clock(), event, None)
-        outcome = await self._reconcile(tick, spec_raw, conflicts, tick.now if due is None else due)
+        outcome = await self._reconcile(tick, spec_raw, conflicts, tick.now if due is None else due, final)
         outcome.events = events
         self.metrics.reconcile_latency.observe(time.perf_counter() - started)
         return outcome
 
     async def _reconcile(
-        self, unchecked: Tick[None], spec_raw: Mapping[str, Any], conflicts: Conflicts, at: float
+        self, unchecked: Tick[None], spec_raw: Mapping[str, Any], conflicts: Conflicts, at: float, final: bool
     ) -> Outcome:
         ref, now = unchecked.ref, unchecked.now
         # 1. The spec, as policy/'s config and validated queries.
@@ -292,7 +295,7 @@ class Reconciler:
         report.decision_events(tick, decision, acted=act, error=error)
         keep_pending = pending if (act and not applied and not target_gone) else None
         status = render(conditions, keep_pending, applied)
-        await self._write_status(tick, status, force=act)
+        await self._write_status(tick, status, force=act or final)
         report.transition_events(tick, status)
         return Outcome(status=status, decision=decision, applied=applied, interval_s=tick.interval_s)
 
@@ -401,7 +404,6 @@ class Reconciler:
         # NotFound: the policy was deleted while we worked; there is nothing to report to.
         with contextlib.suppress(NotFound):
             await self.kube.patch_policy_status(ref.namespace, ref.name, status)
-        self._written[(ref.namespace, ref.name)] = (self.clock(), report.visible(status))
 
     async def _write_status(self, tick: Tick[Any], status: dict[str, Any], *, force: bool = False) -> bool:
         """Write ``status`` if a user would see a difference, or the heartbeat is due; returns whether it wrote.
@@ -424,6 +426,7 @@ class Reconciler:
             self.metrics.status_writes.labels("skipped").inc()
             return False
         await self._write(tick.ref, status)
+        self._written[key] = (tick.now, report.visible(status))
         self.metrics.status_writes.labels("written").inc()
         return True
 

@@ -7,7 +7,7 @@ PromQL, which Prometheus URLs a policy may point the operator at) lives here.
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,8 +45,8 @@ class OperatorSettings(BaseSettings):
     align_ticks: bool = Field(
         True,
         description="Reconcile every policy of a namespace with the same interval at the same moments (a phase "
-        "per namespace), so their Prometheus reads and decisions are batched; off: each policy on its own "
-        "schedule, first ticks spread by --start-spread.",
+        "per namespace), so their Prometheus reads and decisions are batched; off, or with --start-spread 0: "
+        "each policy on its own schedule.",
     )
     batch_reads: bool = Field(
         True,
@@ -57,11 +57,27 @@ class OperatorSettings(BaseSettings):
         True, description="Decide the policies due together in one decide_batch call (one ONNX run per model)."
     )
     status_heartbeat_s: float = Field(
-        60.0,
+        0.0,
         ge=0,
         le=3600,
         description="Write a policy's status when something a user sees changes, else at most this often "
-        "(0 = after every reconcile).",
+        "(0 = after every reconcile, so a SIGKILL loses no decision; 60 recommended for thousands of policies).",
+    )
+
+    shard_identity: str | None = Field(
+        None,
+        description="Share the policies with the other replicas that run with a --shard-identity (each its own, "
+        "e.g. the pod name), by a stable hash; unset: this replica owns every policy.",
+    )
+    shard_namespace: str | None = Field(
+        None, description="Namespace of the replicas' shard Leases (the operator's own); needed with --shard-identity."
+    )
+    shard_lease_s: float = Field(
+        10.0,
+        ge=2,
+        le=300,
+        description="A replica that stops renewing its Lease loses its policies after this long (keep it below "
+        "the policies' interval: they are taken over within two intervals).",
     )
 
     @field_validator("prometheus_url_allowlist", mode="before")
@@ -70,3 +86,9 @@ class OperatorSettings(BaseSettings):
         if isinstance(value, str):
             return tuple(p.strip() for p in value.split(",") if p.strip())
         return value
+
+    @model_validator(mode="after")
+    def _shard_namespace_set(self) -> OperatorSettings:
+        if self.shard_identity and not self.shard_namespace:
+            raise ValueError("shard_namespace: required with shard_identity (where the replicas' Leases live)")
+        return self

@@ -130,7 +130,7 @@ def test_builtin_model_dir_matches_the_policy_package() -> None:
 
 # (values, the field helm must name in its refusal)
 BAD_VALUES: list[tuple[dict[str, Any], str]] = [
-    ({"replicaCount": 2}, "/replicaCount"),
+    ({"replicaCount": 51}, "/replicaCount"),
     ({"logLevel": "verbose"}, "/logLevel"),
     ({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0"),
     ({"watchNamespaces": ["team-*"]}, "/watchNamespaces/0"),
@@ -165,6 +165,13 @@ def test_cross_field_rule_has_a_clear_message(helm: Path, tmp_path: Path) -> Non
     proc = run_helm(helm, "template", "rlscale", str(CHART), values=values, tmp=tmp_path)
     assert proc.returncode != 0
     assert "metrics.serviceMonitor.enabled: needs metrics.service.enabled=true" in proc.stderr
+
+
+def test_sharded_replicas_refuse_peering(helm: Path, tmp_path: Path) -> None:
+    values = {"replicaCount": 2, "peering": {"enabled": True}}
+    proc = run_helm(helm, "template", "rlscale", str(CHART), values=values, tmp=tmp_path)
+    assert proc.returncode != 0
+    assert "replicaCount: more than 1 replica shares the policies" in proc.stderr
 
 
 def test_existing_service_account_must_be_named(helm: Path, tmp_path: Path) -> None:

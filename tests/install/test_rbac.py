@@ -28,10 +28,11 @@ def _grants(rules: Iterable[dict[str, Any]]) -> set[Grant]:
 
 
 def _calls(*, peering_only: bool | None = None) -> set[Grant]:
+    """The calls of the list; with ``peering_only`` set, those of one replica (no peering, no sharding) or peering's."""
     return {
         (c.group, c.rbac_resource, v)
         for c in rbac.API_CALLS
-        if peering_only is None or c.peering_only == peering_only
+        if peering_only is None or (c.peering_only == peering_only and not c.sharding_only)
         for v in c.verbs
     }
 
@@ -43,6 +44,7 @@ CRD_LIST_WATCH = {
 }
 CLUSTER_PEERING = {("kopf.dev", "clusterkopfpeerings", v) for v in ("list", "watch", "patch")}
 NS_PEERING = {("kopf.dev", "kopfpeerings", v) for v in ("list", "watch", "patch")}
+SHARD_LEASES = {("coordination.k8s.io", "leases", v) for v in ("list", "create", "patch")}
 
 
 def test_sync_script_rules_equal_rbac_module() -> None:
@@ -110,6 +112,29 @@ def test_every_granted_call_is_one_the_operator_makes(helm: Path, tmp_path: Path
             for group, resource, verb in _grants(role["rules"]):
                 name, _, sub = resource.partition("/")
                 assert rbac.allowed(group, name, sub, verb), (group, resource, verb)
+
+
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_replicas_sharing_policies_get_leases_in_the_release_namespace_only(
+    helm: Path, tmp_path: Path, replicas: int
+) -> None:
+    docs = render_chart(helm, tmp_path, {"replicaCount": replicas})
+    roles = [r for r in by_kind(docs, "Role") if r["metadata"]["name"] == "rlscale-shards"]
+    (cluster_role,) = by_kind(docs, "ClusterRole")
+    assert not _grants(cluster_role["rules"]) & SHARD_LEASES  # never cluster-wide: other controllers' Leases
+    if replicas == 1:
+        assert not roles
+        return
+    (role,) = roles
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert _grants(role["rules"]) == SHARD_LEASES
+    (binding,) = [b for b in by_kind(docs, "RoleBinding") if b["metadata"]["name"] == "rlscale-shards"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "rlscale", "namespace": NAMESPACE}]
+    (deployment,) = by_kind(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == replicas
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["RLSCALE_SHARD_IDENTITY"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["RLSCALE_SHARD_NAMESPACE"]["value"] == NAMESPACE
 
 
 def test_rbac_can_be_left_to_the_admin(helm: Path, tmp_path: Path) -> None:

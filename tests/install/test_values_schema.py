@@ -66,6 +66,7 @@ def test_representative_values_are_valid(name: str) -> None:
 
 GOOD: list[dict[str, Any]] = [
     {"replicaCount": 0},
+    {"replicaCount": 3},
     {"watchNamespaces": ["default", "kube-public"]},
     {"model": {"source": "configMap", "configMap": {"name": "m", "key": "model.v2.onnx"}}},
     {"prometheus": {"url": "https://thanos-query.monitoring.svc.cluster.local:10902"}},
@@ -83,7 +84,7 @@ def test_good_values(values: dict[str, Any]) -> None:
 
 BAD: list[tuple[dict[str, Any], str]] = [
     ({"replicaCount": -1}, "/replicaCount"),
-    ({"replicaCount": 3}, "/replicaCount"),
+    ({"replicaCount": 51}, "/replicaCount"),
     ({"watchNamespaces": "default"}, "/watchNamespaces"),
     ({"watchNamespaces": [""]}, "/watchNamespaces/0"),
     ({"model": {"source": "configMap", "configMap": {"name": ""}}}, "/model/configMap/name"),

@@ -146,3 +146,20 @@ def test_condition_transition_time_moves_only_on_status_change() -> None:
     assert moved.last_transition_time == cond.rfc3339(300.0)
     long = cond.make("Ready", False, "X", "m" * 5000, now=0, generation=None)
     assert len(long.message) == cond.MAX_MESSAGE
+
+
+def test_aligned_ticks_are_shared_by_a_namespace_and_never_early() -> None:
+    from rlscale.operator.handlers import aligned, phase_of
+
+    phase = phase_of("shop", 15.0)
+    assert 0 <= phase < 15 and phase == phase_of("shop", 15.0)
+    # Policies of one namespace that become due at different moments tick at the same, bit-identical times.
+    starts = [1_767_225_600.0 + x for x in (0.0, 0.3, 7.1, 14.9)]
+    firsts = [aligned(t, 15.0, phase) for t in starts]
+    assert all(f >= t for f, t in zip(firsts, starts, strict=True))
+    assert len({aligned(f + 7.5, 15.0, phase) for f in firsts if f == firsts[0]}) == 1
+    assert all((f - phase) % 15.0 == pytest.approx(0.0, abs=1e-6) for f in firsts)
+    # The next tick of a tick is one interval later, on the same grid.
+    assert aligned(firsts[0] + 7.5, 15.0, phase) == pytest.approx(firsts[0] + 15.0)
+    # Namespaces are spread over the interval.
+    assert len({round(phase_of(f"ns-{i}", 15.0), 3) for i in range(20)}) > 10

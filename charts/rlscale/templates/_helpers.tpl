@@ -74,6 +74,9 @@ render with the offending value named.
 {{- if and (eq .Values.model.source "configMap") (not .Values.model.configMap.name) }}
 {{- fail "model.configMap.name: required when model.source is configMap" }}
 {{- end }}
+{{- if and (gt (int .Values.replicaCount) 1) .Values.peering.enabled }}
+{{- fail "replicaCount: more than 1 replica shares the policies between them; peering.enabled would make one replica do all the work (set peering.enabled=false)" }}
+{{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled: needs metrics.service.enabled=true (the ServiceMonitor selects that Service)" }}
 {{- end }}
