@@ -8,6 +8,7 @@ anything starts, and that the summary and plot say what the records say.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Literal
@@ -153,7 +154,11 @@ def test_a_record_reads_the_operators_status_and_writes_the_same_csv_columns() -
     status = _status(7, "learned", 2, 4, 1000, 1250)
     sample = _sample(3, 4, 180.0, False)
     rec = DecisionRecord.from_status(
-        status.model_dump(by_alias=True, mode="json"), wall_s=35.0, sample=sample, offset_s=3600.0
+        status.model_dump(by_alias=True, mode="json"),
+        wall_s=35.0,
+        sample=sample,
+        offset_s=3600.0,
+        rollout={"mode": "gradual", "ratio": 0.35},
     )
     assert rec.decision == status and rec.limits_changed
     assert (rec.sim_s, rec.load_rps, rec.latency_p99_ms) == (3600.0 + sample.sim_s, 100.0, 180.0)
@@ -164,6 +169,7 @@ def test_a_record_reads_the_operators_status_and_writes_the_same_csv_columns() -
         "sim_s",
         "load_rps",
         "latency_p99_ms",
+        "gate_ratio",
         "source",
         "action",
         "previous_replicas",
@@ -176,8 +182,9 @@ def test_a_record_reads_the_operators_status_and_writes_the_same_csv_columns() -
         "explanation",
     ]
     assert (row["number"], row["replicas"], row["cpu_limit_m"], row["applied"]) == (7, 4, 1250, True)
+    assert row["gate_ratio"] == 0.35
     unseen = DecisionRecord.from_status(status.model_dump(by_alias=True), wall_s=1.0, sample=None)
-    assert math.isnan(unseen.sim_s) and math.isnan(unseen.load_rps)
+    assert math.isnan(unseen.sim_s) and math.isnan(unseen.load_rps) and unseen.gate_ratio is None
 
 
 def test_summary_is_time_weighted_and_counts_what_happened(tmp_path: Path) -> None:
@@ -199,6 +206,12 @@ def test_summary_is_time_weighted_and_counts_what_happened(tmp_path: Path) -> No
     assert "max 4" in table and "10 simulated min" in table and "learned 5, baseline 7" in table and "0.60" in table
     png = plot(samples, decisions, tmp_path / "p.png", slo_ms=250, title="t", offset_s=3600)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    # A gradual rollout's decisions carry the gate's ratio: the plot gets a fourth panel for it.
+    gated = [dataclasses.replace(d, gate_ratio=r) for d, r in zip(decisions, (0.5, 0.6, 0.4), strict=True)]
+    with_gate = plot(samples, gated, tmp_path / "g.png", slo_ms=250, title="t", offset_s=3600)
+    from matplotlib.image import imread
+
+    assert imread(with_gate).shape[0] > imread(png).shape[0] * 1.2
 
 
 def test_summary_refuses_an_empty_run() -> None:

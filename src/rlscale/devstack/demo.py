@@ -473,7 +473,11 @@ class Demo:
             if decision and int(decision["number"]) > last and not status.get("pending"):
                 last = int(decision["number"])
                 rec = DecisionRecord.from_status(
-                    decision, wall_s=time.monotonic() - self.t0, sample=twin.snapshot(), offset_s=self.offset_s
+                    decision,
+                    wall_s=time.monotonic() - self.t0,
+                    sample=twin.snapshot(),
+                    offset_s=self.offset_s,
+                    rollout=status.get("rollout"),
                 )
                 self.decisions.append(rec)
                 self.echo(decision_line(rec))

@@ -48,18 +48,31 @@ class DecisionRecord:
     sim_s: float
     load_rps: float
     latency_p99_ms: float
+    #: The gradual rollout's ratio (the learned policy's share) after this decision, from ``status.rollout``.
+    gate_ratio: float | None = None
 
     @classmethod
     def from_status(
-        cls, last: Mapping[str, Any], *, wall_s: float, sample: TwinSample | None, offset_s: float = 0.0
+        cls,
+        last: Mapping[str, Any],
+        *,
+        wall_s: float,
+        sample: TwinSample | None,
+        offset_s: float = 0.0,
+        rollout: Mapping[str, Any] | None = None,
     ) -> DecisionRecord:
-        """``offset_s``: where the replayed window starts in its trace, so ``sim_s`` reads as time of the trace."""
+        """``offset_s``: where the replayed window starts in its trace, so ``sim_s`` reads as time of the trace.
+
+        ``rollout``: the same status's ``rollout`` (its ``ratio`` is the learned policy's share).
+        """
+        ratio = (rollout or {}).get("ratio")
         return cls(
             decision=DecisionStatus.model_validate(last),
             wall_s=wall_s,
             sim_s=offset_s + sample.sim_s if sample else math.nan,
             load_rps=sample.load_rps if sample else math.nan,
             latency_p99_ms=sample.latency_p99_ms if sample else math.nan,
+            gate_ratio=float(ratio) if isinstance(ratio, int | float) else None,
         )
 
     @property
@@ -75,6 +88,7 @@ class DecisionRecord:
             "sim_s": self.sim_s,
             "load_rps": self.load_rps,
             "latency_p99_ms": self.latency_p99_ms,
+            "gate_ratio": self.gate_ratio,
             **{name: getattr(self.decision, name) for name in _CSV_DECISION_FIELDS},
         }
 
@@ -195,14 +209,23 @@ def plot(
     title: str,
     offset_s: float = 0.0,
 ) -> Path:
-    """Load, replicas (and CPU limit) and p99 latency over simulated time, with who decided; a PNG."""
+    """Load, replicas (and CPU limit) and p99 latency over simulated time, with who decided; a PNG.
+
+    With a gradual rollout (decisions that carry a gate ratio) a fourth panel shows the
+    learned policy's share over time: the gate earning it trust, or taking it away.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     hours = [(offset_s + s.sim_s) / 3600.0 for s in samples]
-    fig, (ax_load, ax_rep, ax_lat) = plt.subplots(3, 1, figsize=(11, 8), sharex=True, constrained_layout=True)
+    ratios = [
+        (r.sim_s / 3600.0, r.gate_ratio) for r in decisions if r.gate_ratio is not None and math.isfinite(r.sim_s)
+    ]
+    panels = 4 if ratios else 3
+    fig, axes = plt.subplots(panels, 1, figsize=(11, 2.7 * panels), sharex=True, constrained_layout=True)
+    ax_load, ax_rep, ax_lat = axes[:3]
     ax_load.plot(hours, [s.load_rps for s in samples], color="tab:blue", lw=1.2, label="offered load")
     ax_load.plot(hours, [s.served_rps for s in samples], color="tab:cyan", lw=0.8, label="served")
     ax_load.set_ylabel("requests/s")
@@ -232,8 +255,14 @@ def plot(
     ax_lat.axhline(slo_ms, color="black", ls=":", lw=1, label=f"SLO {slo_ms:.0f} ms")
     ax_lat.set_yscale("log")
     ax_lat.set_ylabel("latency (ms)")
-    ax_lat.set_xlabel("time in the load pattern (h)")
     ax_lat.legend(loc="upper left", fontsize=8)
+    if ratios:
+        ax_gate = axes[3]
+        ax_gate.step(*zip(*ratios, strict=True), where="post", color="tab:purple", lw=1.5, label="gate ratio")
+        ax_gate.set_ylim(-0.05, 1.05)
+        ax_gate.set_ylabel("learned share")
+        ax_gate.legend(loc="upper left", fontsize=8)
+    axes[-1].set_xlabel("time in the load pattern (h)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
