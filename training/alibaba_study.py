@@ -92,15 +92,21 @@ def table_metrics(log: Any) -> dict[str, float]:
     }
 
 
+def train_config(seed: int, steps: int | None) -> TrainConfig:
+    """:data:`TRAIN_CONFIG` with this seed (and budget)."""
+    cfg = TRAIN_CONFIG.model_copy(update={"seed": seed})
+    if steps is not None:
+        cfg = cfg.model_copy(update={"ppo": cfg.ppo.model_copy(update={"total_steps": steps})})
+    return cfg
+
+
 def train_models(seeds: Sequence[int], steps: int | None, say: Callable[[str], None]) -> list[PolicyModel]:
     """One context-encoder PPO model per seed, on the training window (the pipeline of ``rlscale train``)."""
     from rlscale.training.train import train
 
     models = []
     for seed in seeds:
-        cfg = TRAIN_CONFIG.model_copy(update={"seed": seed})
-        if steps is not None:
-            cfg = cfg.model_copy(update={"ppo": cfg.ppo.model_copy(update={"total_steps": steps})})
+        cfg = train_config(seed, steps)
         say(f"actor-critic-alibaba: training PPO + context encoder, seed {seed} ({cfg.ppo.total_steps} steps) ...")
         outcome = train(cfg, None, progress=False, tensorboard=False)
         models.append(PolicyModel.from_bytes(outcome.onnx_bytes, source=f"ac-alibaba:seed{seed}"))
@@ -140,7 +146,7 @@ def run(
         "test_rows": len(split.test),
         "seeds": len(seeds),
         "reward_weights": AC_WEIGHTS.model_dump(),
-        "train_config": TRAIN_CONFIG.model_dump(mode="json"),
+        "train_config": train_config(0, steps).model_dump(mode="json", exclude={"seed"}),
         "tuning": {**{b: tuned[b].summary() for b in BASELINES}, "threshold": th["chosen"].model_dump()},
         "policies": {name: aggregate(v) for name, v in per_seed.items()},
         "models": [{"source": m.source, "global_step": m.training.get("global_step")} for m in models],

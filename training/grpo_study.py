@@ -52,7 +52,7 @@ def run(
     budget = steps if steps is not None else BUDGET
     sim = seed000_sim_config()
     train_loads = [generate("diurnal", 1440, TRAIN_SEED0 + i) for i in range(TRAIN_DAYS)]
-    configs = {
+    configs: dict[str, dict[str, Any]] = {
         "PPO": {"ppo": PPO_CONFIG.model_copy(update={"total_steps": budget})},
         "GRPO": {"grpo": GRPO_CONFIG.model_copy(update={"total_steps": budget})},
     }
@@ -65,7 +65,7 @@ def run(
         for name, cfg in configs.items():
             if progress is not None:
                 progress(f"grpo: training {name} seed {seed} ({budget} steps) ...")
-            model, trained = train_export(name.lower(), sim, train_loads, seed=seed, **cfg)  # type: ignore[arg-type]
+            model, trained = train_export("ppo" if name == "PPO" else "grpo", sim, train_loads, seed=seed, **cfg)
             models.append(model)
             curves[name].append([s.mean_step_reward for s in trained.history])
             seconds[name].append(trained.wall_seconds)
@@ -89,7 +89,7 @@ def run(
             }
             for name, c in curves.items()
         },
-        "configs": {"PPO": configs["PPO"]["ppo"].model_dump(mode="json"), "GRPO": GRPO_CONFIG.model_dump(mode="json")},
+        "configs": {name: next(iter(cfg.values())).model_dump(mode="json") for name, cfg in configs.items()},
     }
 
 

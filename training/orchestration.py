@@ -113,7 +113,12 @@ def train_dqn(steps: int | None, seed: int = 0) -> tuple[PolicyModel, dict[str, 
     d = config.data
     mix = training_mix(d.seed, n_generated=d.n_generated, n_steps=d.n_steps, patterns=d.patterns)
     model, trained = train_export("dqn", config.sim, list(mix.loads), seed=seed, dqn=cfg)
-    return model, {"steps": trained.global_step, "seconds": round(trained.wall_seconds, 1), "seed": seed}
+    return model, {
+        "steps": trained.global_step,
+        "seconds": round(trained.wall_seconds, 1),
+        "seed": seed,
+        "config": cfg.model_dump(mode="json"),
+    }
 
 
 def _policies(
@@ -183,7 +188,7 @@ def run(
             "minutes": SURGE_MINUTES,
             "policies": {name: aggregate(v) for name, v in runs["surge"].items()},
         },
-        "dqn": {"config": DQN_CONFIG.model_dump(mode="json"), "training": dqn_info},
+        "dqn": dqn_info,
         "ppo": {"model": ppo.source, "global_step": ppo.training.get("global_step")},
         "paper": PAPER,
     }
