@@ -6,7 +6,9 @@ the pods of one Deployment. A real Prometheus serving that from the same two sha
 as the operator and the API server would be the main consumer of CPU, and the benchmark
 would measure Prometheus, not the operator. In production Prometheus runs elsewhere and
 the operator only pays for the HTTP round trip and the parsing, which this fake keeps
-(same wire format, same combined query, one request per evaluation time).
+(same wire format, same combined query, one request per evaluation time). A namespace's batched query
+(``rlscale.operator.batchread``, recognised by its ``rlscale_workload`` grouping) is answered for every
+Deployment of the namespace at once.
 
 The answers are plausible and differ per policy, so decisions vary: each Deployment gets a
 CPU demand that swings sinusoidally around its own mean, with its own period and phase,
