@@ -52,6 +52,20 @@ async def emulator() -> AsyncIterator[OperatorEmulator]:
         yield emu
 
 
+def steady_service(cpu_usage: float, request_rate: float = 50.0) -> dict[str, float | str | None]:
+    """:attr:`FakePrometheus.values` of a steady service: ``cpu_usage`` cores, ``request_rate`` req/s, 100 MiB,
+    20 ms p50 and 100 ms p99, no errors, one request in flight — what most reconcile tests feed it."""
+    return {
+        "cpu_usage": cpu_usage,
+        "memory_working_set": 100 * 2**20,
+        "request_rate": request_rate,
+        "error_rate": 0.0,
+        "latency_p50": 0.02,
+        "latency_p99": 0.1,
+        "in_flight": 1.0,
+    }
+
+
 class FakePrometheus:
     """``/api/v1/query`` answering each ``rlscale_signal`` from :attr:`values` (``None`` = no data).
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import kmock
 import pytest
-from conftest import FakePrometheus, api_client
+from conftest import FakePrometheus, api_client, steady_service
 from kmock_ext import OperatorEmulator, deployment, policy
 
 from rlscale.operator.handlers import Runtime
@@ -48,15 +48,7 @@ async def test_rates_inside_the_first_window_after_a_restart_are_unknown(
 
     fake_prometheus.handler["get /api/v1/status/runtimeinfo"] << runtimeinfo
     emulator.objects[kmock.resource("apps", "v1", "deployments"), "shop", "web"] = deployment("web", "shop", replicas=4)
-    fake_prometheus.values = {  # a quiet service: what a partly empty window shows
-        "cpu_usage": 0.05,
-        "memory_working_set": 100 * 2**20,
-        "request_rate": 5.0,
-        "error_rate": 0.0,
-        "latency_p50": 0.02,
-        "latency_p99": 0.1,
-        "in_flight": 1.0,
-    }
+    fake_prometheus.values = steady_service(0.05, request_rate=5.0)  # a quiet service: what a partly empty window shows
     body = policy("web", "shop", "web", fake_prometheus.url, rollout={"mode": "shadow"}, limits={"minReplicas": 1})
     emulator.objects[kmock.resource("rlscale.io", "v1alpha1", "autoscalepolicies"), "shop", "web"] = body
     runtime = Runtime.build(OperatorSettings(metrics_port=0, status_heartbeat_s=0), api_client(str(emulator.url)))

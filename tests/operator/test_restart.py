@@ -9,7 +9,7 @@ from typing import Any
 
 import kmock
 import pytest
-from conftest import FakePrometheus, api_client
+from conftest import FakePrometheus, api_client, steady_service
 from kmock_ext import OperatorEmulator, deployment, policy
 from random_model import random_mlp_onnx, random_recurrent_onnx
 
@@ -42,15 +42,7 @@ def _setup(
         "metadata": {"name": "model", "namespace": "shop", "resourceVersion": "3"},
         "binaryData": {"m": base64.b64encode(model or random_mlp_onnx(seed=3)).decode()},
     }
-    prom.values = {
-        "cpu_usage": 0.9,
-        "memory_working_set": 100 * 2**20,
-        "request_rate": 50.0,
-        "error_rate": 0.0,
-        "latency_p50": 0.02,
-        "latency_p99": 0.1,
-        "in_flight": 1.0,
-    }
+    prom.values = steady_service(0.9)
     body = policy(
         "web",
         "shop",

@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import FakePrometheus, api_client
+from conftest import FakePrometheus, api_client, steady_service
 from kmock_ext import OperatorEmulator, deployment, policy
 
 from rlscale.operator.handlers import Runtime
@@ -38,15 +38,7 @@ async def test_unknown_values_of_a_blind_decision_replace_the_previous_ones(
     import kmock
 
     emulator.objects[kmock.resource("apps", "v1", "deployments"), "shop", "web"] = deployment("web", "shop", replicas=2)
-    fake_prometheus.values = {
-        "cpu_usage": 0.6,
-        "memory_working_set": 100 * 2**20,
-        "request_rate": 50.0,
-        "error_rate": 0.0,
-        "latency_p50": 0.02,
-        "latency_p99": 0.1,
-        "in_flight": 1.0,
-    }
+    fake_prometheus.values = steady_service(0.6)
     body = policy("web", "shop", "web", fake_prometheus.url, rollout={"mode": "shadow"})
     emulator.objects[kmock.resource("rlscale.io", "v1alpha1", "autoscalepolicies"), "shop", "web"] = body
     runtime = Runtime.build(OperatorSettings(metrics_port=0, status_heartbeat_s=0), api_client(str(emulator.url)))

@@ -14,7 +14,7 @@ from typing import Any
 
 import kmock
 import pytest
-from conftest import FakePrometheus, api_client
+from conftest import FakePrometheus, api_client, steady_service
 from kmock_ext import OperatorEmulator, deployment, policy
 
 from rlscale.operator.handlers import Runtime
@@ -41,15 +41,7 @@ async def test_holding_policy_writes_on_the_heartbeat_and_counts_every_decision(
     emulator: OperatorEmulator, fake_prometheus: FakePrometheus
 ) -> None:
     emulator.objects[DEPLOY, "shop", "web"] = deployment("web", "shop", replicas=2)
-    fake_prometheus.values = {
-        "cpu_usage": 0.2,
-        "memory_working_set": 100 * 2**20,
-        "request_rate": 50.0,
-        "error_rate": 0.0,
-        "latency_p50": 0.02,
-        "latency_p99": 0.1,
-        "in_flight": 1.0,
-    }
+    fake_prometheus.values = steady_service(0.2)
     body = policy(
         "web",
         "shop",
