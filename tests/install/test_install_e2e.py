@@ -103,11 +103,13 @@ def _can(api: client.ApiClient, sa: tuple[str, str], verb: str, group: str, reso
 
 
 def _operator_calls(*, namespaced_only: bool) -> list[tuple[str, str, str]]:
+    """The calls a single-replica operator makes (these installs run one; the Lease calls of sharded replicas
+    are granted only with replicaCount > 1, which tests/install/test_chart.py checks on the rendered chart)."""
     cluster_scoped = {"customresourcedefinitions", "namespaces", "clusterkopfpeerings"}
     return [
         (c.group, c.rbac_resource, verb)
         for c in rbac.API_CALLS
-        if not c.peering_only and (c.resource not in cluster_scoped) == namespaced_only
+        if not c.peering_only and not c.sharding_only and (c.resource not in cluster_scoped) == namespaced_only
         for verb in c.verbs
     ]
 
