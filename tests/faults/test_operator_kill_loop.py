@@ -91,10 +91,13 @@ def test_sigkill_loop_keeps_the_path_and_the_rollout(stacks: tuple[FaultStack, F
         # third pod depends on how a start-up transient meets a tick, which timing alone decides).
         spec["limits"]["maxReplicas"] = 2
         s.create_policy(spec)
-    reference.operator().start()
-    op = killed.operator().start()
     kills: list[float] = []
+    # The recorders watch before either operator starts: the reference's first scale-up can land while
+    # the killed world's operator is still starting (~seconds), and a recorder started after it would
+    # miss the 1 in that path.
     with Recorder(reference.api, reference.namespace) as ref_rec, Recorder(killed.api, killed.namespace) as rec:
+        reference.operator().start()
+        op = killed.operator().start()
         for _ in range(KILLS):
             alive_s = rng.uniform(0.2, 1.5) * INTERVAL_S
             time.sleep(alive_s)
