@@ -51,6 +51,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from rlscale.policy.limits import ScalingLimits
 
 BudgetRule = Literal["fair", "fcfs"]
+#: The fair rule takes a pod back from a member only while its pressure per pod stays at or
+#: under this without it (1 would be exactly at target: no margin for its own next rise,
+#: which delayed metrics see late).
+RECLAIM_BELOW = 0.8
 
 
 class BudgetConfig(BaseModel):
@@ -80,6 +84,17 @@ class MemberRequest:
     pressure: float = 1.0
     #: A priority multiplier on pressure (> 0): a weight-2 member counts as twice as pressed.
     weight: float = 1.0
+    #: Pods the fair rule may take back below the proposal when the budget binds (0: never;
+    #: the caller bounds it by the member's scale-down step) ...
+    max_reclaim: int = 0
+    #: ... and never below this count.
+    min_replicas: int = 0
+
+    def spare_pods(self) -> int:
+        """Pods the member holds beyond what keeps its pressure at or under target (<= ``max_reclaim``)."""
+        r = self.proposed_replicas
+        keep = max(math.ceil(self.weight * self.pressure * self.replicas / RECLAIM_BELOW - 1e-9), self.min_replicas, 0)
+        return max(min(r - keep, self.max_reclaim), 0)
 
     @property
     def cpu_m(self) -> int:
@@ -117,6 +132,7 @@ class Grant:
     refused_pods: int
     limit_refused: bool
     reason: str
+    reclaimed_pods: int = 0
 
     @property
     def cpu_m(self) -> int:
@@ -128,7 +144,7 @@ class Grant:
 
     @property
     def refused(self) -> bool:
-        return self.refused_pods > 0 or self.limit_refused
+        return self.refused_pods > 0 or self.limit_refused or self.reclaimed_pods > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +201,8 @@ def _check(members: Sequence[MemberRequest]) -> None:
             raise ValueError(f"member {m.name}: limits must be >= 1")
         if not (m.pressure >= 0 and math.isfinite(m.pressure)):
             raise ValueError(f"member {m.name}: pressure must be finite and >= 0, got {m.pressure}")
+        if m.max_reclaim < 0 or m.min_replicas < 0:
+            raise ValueError(f"member {m.name}: max_reclaim and min_replicas must be >= 0")
         if not (m.weight > 0 and math.isfinite(m.weight)):
             raise ValueError(f"member {m.name}: weight must be finite and > 0, got {m.weight}")
 
@@ -196,6 +214,13 @@ def arbitrate(
 
     ``order`` is the arrival order for ``fcfs`` (default: the members' order); ``fair``
     ignores it. Grants come back in the members' order.
+
+    With the fair rule, members that set ``max_reclaim`` may also be asked to give pods
+    back while the budget binds: a pod goes from the member that would be least pressed
+    without it (pressure per pod staying at or under :data:`RECLAIM_BELOW`) to the most
+    pressed member still refused, as long as the latter is past its target (pressure 1). Capacity
+    held by a member that is not pressed is the only capacity that can relieve a pressed
+    one when the budget is full; independent autoscalers (``fcfs``) never do this.
     """
     _check(members)
     mem_budget = budget.memory_mib
@@ -215,49 +240,40 @@ def arbitrate(
     # Binding: growing members keep (at most) their current limits and compete for pods.
     floor: dict[str, int] = {}
     unit: dict[str, tuple[int, int]] = {}
-    free_cpu = budget.cpu_m
-    free_mem = mem_budget if mem_budget is not None else 0
+    free = [budget.cpu_m, mem_budget if mem_budget is not None else 0]
     for m in members:
         if not m.grows:
-            free_cpu -= m.demand_cpu_m
-            free_mem -= m.demand_memory_mib
+            free[0] -= m.demand_cpu_m
+            free[1] -= m.demand_memory_mib
     for m in growing:
         c, mm = min(m.cpu_limit_m, m.proposed_cpu_limit_m), min(m.memory_limit_mib, m.proposed_memory_limit_mib)
         floor[m.name] = min(m.replicas, m.proposed_replicas)
         unit[m.name] = (c, mm)
-        free_cpu -= floor[m.name] * c
-        free_mem -= floor[m.name] * mm
+        free[0] -= floor[m.name] * c
+        free[1] -= floor[m.name] * mm
     got = {m.name: 0 for m in growing}
     want = {m.name: max(m.proposed_replicas - floor[m.name], 0) for m in growing}
 
     def fits(name: str) -> bool:
         c, mm = unit[name]
-        return c <= free_cpu and (mem_budget is None or mm <= free_mem)
+        return c <= free[0] and (mem_budget is None or mm <= free[1])
 
     def take(name: str) -> None:
-        nonlocal free_cpu, free_mem
         c, mm = unit[name]
-        free_cpu -= c
-        free_mem -= mm
+        free[0] -= c
+        free[1] -= mm
         got[name] += 1
 
-    if budget.rule == "fcfs":
-        arrival = list(order) if order is not None else [m.name for m in members]
-        if sorted(arrival) != sorted(m.name for m in members):
-            raise ValueError(f"order: must name every member once, got {arrival}")
-        for name in arrival:
-            while name in want and got[name] < want[name] and fits(name):
-                take(name)
-    else:
-        by_name = {m.name: m for m in growing}
+    by_name = {m.name: m for m in growing}
 
-        def residual(name: str) -> float:
-            m = by_name[name]
-            return m.weight * m.pressure * max(m.replicas, 1) / max(floor[name] + got[name], 1)
+    def residual(name: str) -> float:
+        m = by_name[name]
+        return m.weight * m.pressure * max(m.replicas, 1) / max(floor[name] + got[name], 1)
 
+    def fill() -> None:
         # Max-heap on residual pressure; ties by name. A member whose next pod does not fit
         # drops out (pods are whole; a smaller member's pod may still fit).
-        heap = [(-residual(n), n) for n in sorted(by_name) if want[n] > 0]
+        heap = [(-residual(n), n) for n in sorted(by_name) if got[n] < want[n]]
         heapq.heapify(heap)
         while heap:
             _, name = heapq.heappop(heap)
@@ -266,6 +282,59 @@ def arbitrate(
             take(name)
             if got[name] < want[name]:
                 heapq.heappush(heap, (-residual(name), name))
+
+    reclaimed = {m.name: 0 for m in members}
+    if budget.rule == "fcfs":
+        arrival = list(order) if order is not None else [m.name for m in members]
+        if sorted(arrival) != sorted(m.name for m in members):
+            raise ValueError(f"order: must name every member once, got {arrival}")
+        for name in arrival:
+            while name in want and got[name] < want[name] and fits(name):
+                take(name)
+    else:
+        fill()
+        donors = {m.name: m for m in members if not m.grows and m.spare_pods() > 0}
+        while donors:
+            pressed = [n for n in sorted(by_name) if got[n] < want[n] and residual(n) > 1.0]
+            if not pressed:
+                break
+
+            # The least pressed donor after giving one more pod gives it.
+            def after(name: str) -> float:
+                d = donors[name]
+                return d.weight * d.pressure * max(d.replicas, 1) / max(d.proposed_replicas - reclaimed[name] - 1, 1)
+
+            name = min(sorted(donors), key=after)
+            d = donors[name]
+            reclaimed[name] += 1
+            free[0] += d.proposed_cpu_limit_m
+            free[1] += d.proposed_memory_limit_mib
+            if reclaimed[name] >= d.spare_pods():
+                del donors[name]
+            fill()
+        # A pod taken back but not used (the pressed member's pod did not fit) is returned.
+        for name in sorted(reclaimed):
+            d = next(m for m in members if m.name == name)
+            while (
+                reclaimed[name] > 0
+                and d.proposed_cpu_limit_m <= free[0]
+                and (mem_budget is None or d.proposed_memory_limit_mib <= free[1])
+            ):
+                reclaimed[name] -= 1
+                free[0] -= d.proposed_cpu_limit_m
+                free[1] -= d.proposed_memory_limit_mib
+        for name, n in reclaimed.items():
+            if n:
+                d = next(m for m in members if m.name == name)
+                r = d.proposed_replicas - n
+                why = (
+                    f"{n} pods reclaimed: budget {budget.cpu_m}m CPU binds and this member is under its target "
+                    f"(pressure {d.pressure:.2f}); fair: pods go to the most pressed member; {r} replicas"
+                )
+                grants[name] = Grant(
+                    name, r, d.proposed_cpu_limit_m, d.proposed_memory_limit_mib, d.proposed_replicas,
+                    d.demand_cpu_m, d.pressure, 0, False, why, reclaimed_pods=n,
+                )  # fmt: skip
 
     for m in growing:
         c, mm = unit[m.name]

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlscale.policy.budget import (
+    RECLAIM_BELOW,
     BudgetConfig,
     MemberRequest,
     arbitrate,
@@ -37,6 +38,8 @@ def member(
         proposed_cpu_limit_m=int(kw.get("proposed_cpu", cpu)),
         proposed_memory_limit_mib=512,
         pressure=pressure,
+        max_reclaim=int(kw.get("max_reclaim", 0)),
+        min_replicas=int(kw.get("min_replicas", 0)),
     )
 
 
@@ -90,6 +93,25 @@ def test_a_budget_lowered_below_use_takes_nothing_away_and_grants_no_growth() ->
     assert (result["a"].replicas, result["b"].replicas) == (4, 4)
 
 
+def test_fair_reclaims_pods_from_a_member_under_its_target_for_a_pressed_one() -> None:
+    # Full budget: a (pressure 0.4 on 6 pods: needs 3) holds; b (pressure 2 on 4 pods) wants 8.
+    members = [member("a", 6, 6, pressure=0.4, max_reclaim=2), member("b", 4, 8, pressure=2.0)]
+    fair = arbitrate(BudgetConfig(cpu_m=10_000), members).by_name()
+    assert (fair["a"].replicas, fair["b"].replicas) == (4, 6)  # the step limit: at most 2 back
+    assert fair["a"].reclaimed_pods == 2 and "reclaimed" in fair["a"].reason
+    fcfs = arbitrate(BudgetConfig(cpu_m=10_000, rule="fcfs"), members).by_name()
+    assert (fcfs["a"].replicas, fcfs["b"].replicas) == (6, 4)  # independent autoscalers never give back
+
+
+def test_fair_reclaims_nothing_from_a_member_at_its_target_or_its_floor() -> None:
+    busy = [member("a", 6, 6, pressure=1.0, max_reclaim=3), member("b", 4, 8, pressure=2.0)]
+    assert arbitrate(BudgetConfig(cpu_m=10_000), busy).by_name()["a"].replicas == 6
+    floored = [member("a", 6, 6, pressure=0.1, max_reclaim=3, min_replicas=5), member("b", 4, 8, pressure=2.0)]
+    assert arbitrate(BudgetConfig(cpu_m=10_000), floored).by_name()["a"].replicas == 5
+    calm = [member("a", 6, 6, pressure=0.1, max_reclaim=3), member("b", 4, 8, pressure=0.9)]
+    assert arbitrate(BudgetConfig(cpu_m=10_000), calm).by_name()["a"].replicas == 6  # b is not past its target
+
+
 def test_bad_members_are_refused() -> None:
     with pytest.raises(ValueError, match="unique"):
         arbitrate(BudgetConfig(cpu_m=1000), [member("a", 1, 1), member("a", 1, 1)])
@@ -137,6 +159,8 @@ def members_and_budget(draw: st.DrawFn) -> tuple[BudgetConfig, list[MemberReques
                 proposed_memory_limit_mib=draw(st.sampled_from([mem, mem * 2])),
                 pressure=draw(st.floats(0.0, 10.0)),
                 weight=draw(st.sampled_from([0.5, 1.0, 2.0])),
+                max_reclaim=draw(st.sampled_from([0, 0, 1, 3])),
+                min_replicas=draw(st.integers(0, 5)),
             )
         )
     budget = BudgetConfig(
@@ -169,13 +193,18 @@ def test_grants_stay_within_the_budget_and_the_proposals(
         # Never more than proposed; a shrink or hold always granted; growth refused only by fewer pods/limits.
         assert g.replicas <= max(m.proposed_replicas, 0)
         assert g.cpu_limit_m <= max(m.cpu_limit_m, m.proposed_cpu_limit_m)
-        if not m.grows:
+        if not m.grows and (m.max_reclaim == 0 or budget.rule == "fcfs"):
             assert (g.replicas, g.cpu_limit_m, g.memory_limit_mib, g.refused) == (
                 m.proposed_replicas,
                 m.proposed_cpu_limit_m,
                 m.proposed_memory_limit_mib,
                 False,
             )
+        elif not m.grows:
+            # Reclaimed: never more than max_reclaim, never below the floor, never past the target.
+            assert g.replicas >= min(m.proposed_replicas, max(m.proposed_replicas - m.max_reclaim, m.min_replicas))
+            if g.reclaimed_pods:
+                assert m.weight * m.pressure * max(m.replicas, 1) / g.replicas <= RECLAIM_BELOW + 1e-9
         else:
             assert g.replicas >= min(m.replicas, m.proposed_replicas)
         assert g.refused_pods == m.proposed_replicas - g.replicas or g.refused_pods == 0
@@ -200,7 +229,7 @@ def test_fair_is_deterministic_and_order_independent(
 @given(members_and_budget())
 def test_a_budget_that_does_not_bind_changes_nothing(case: tuple[BudgetConfig, list[MemberRequest]]) -> None:
     _, members = case
-    roomy = BudgetConfig(
+    roomy = BudgetConfig(  # reclaim or not: a budget with room takes nothing back
         cpu_m=max(sum(m.demand_cpu_m for m in members), 1),
         memory_mib=max(sum(m.demand_memory_mib for m in members), 1),
     )
