@@ -17,6 +17,7 @@ _COMMANDS: dict[str, str] = {
     "demo": "rlscale.devstack.demo:demo",
     "evaluate": "rlscale.training.cli:evaluate_cmd",
     "evaluate-all": "rlscale.training.cli:evaluate_all_cmd",
+    "evaluate-budget": "rlscale.training.budget_cli:evaluate_budget_cmd",
     "export": "rlscale.training.cli:export_cmd",
     "history": "rlscale.history:history_cmd",
     "reproduce": "rlscale.training.cli:reproduce_cmd",

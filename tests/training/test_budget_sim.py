@@ -1,0 +1,127 @@
+"""Several simulated services in one budget (training/budget_sim.py) and ``rlscale evaluate-budget``.
+
+The budget simulator must keep every column within its budget at every interval, leave a
+member alone when the budget never binds (the same run as the member alone), and differ
+between rules only where the budget binds. The CLI's JSON holds the shape the issue asks.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from rlscale.policy.baselines import BaselineConfig, HpaConfig
+from rlscale.policy.budget import BudgetConfig
+from rlscale.policy.model import DEFAULT_MODEL_PATH, PolicyModel
+from rlscale.training.budget_cli import evaluate_budget_cmd
+from rlscale.training.budget_eval import overlapping_windows, peak_row
+from rlscale.training.budget_sim import BudgetColumn, _member_seed, run_budget
+from rlscale.training.episodes import Controller, run_controllers
+from rlscale.training.evaluate import decision_config
+from rlscale.training.sim_config import SimConfig
+from rlscale.training.workloads import Trace, generate
+
+SIM = SimConfig()
+
+
+def _loads() -> list[Trace]:
+    # Two flash crowds at the same minutes: both members want capacity at once.
+    return [
+        Trace(name="a", values=generate("flash_crowd", 240, 1).values, start_s=86_400.0),
+        Trace(name="b", values=generate("flash_crowd", 240, 1).values * 1.5, start_s=86_400.0),
+    ]
+
+
+def _hpa(target: float = 0.5) -> Controller:
+    return Controller(decision_config(SIM, BaselineConfig(kind="hpa", hpa=HpaConfig(target_utilization=target))))
+
+
+def _model() -> PolicyModel:
+    return PolicyModel.load(DEFAULT_MODEL_PATH)
+
+
+@pytest.mark.parametrize("cores", [14, 24])
+def test_no_column_ever_holds_more_than_the_budget(cores: int) -> None:
+    learned = Controller(decision_config(SIM, BaselineConfig(kind="hpa"), learned=True), _model())
+    columns = [
+        BudgetColumn((_hpa(), _hpa()), "fcfs", 0),
+        BudgetColumn((learned, learned), "fcfs", 0),
+        BudgetColumn((learned, learned), "fair", 0, coordinated=True),
+    ]
+    logs = run_budget(SIM, _loads(), BudgetConfig(cpu_m=cores * 1000), columns)
+    for members in logs:
+        held = np.sum([log.steps["cpu_allocated_m"] for log in members], axis=0)
+        # Services start sized for their first minute, possibly past the budget: then never more than that.
+        assert np.all(held <= max(cores * 1000, held[0])), held.max()
+        assert np.all(held[held > cores * 1000] <= held[0])
+    # The budget bound (the independent HPAs asked past it), so the test tests something.
+    assert logs[0][0].steps["budget_binding"].any()
+    assert max(np.sum([log.steps["cpu_allocated_m"] for log in m], axis=0).max() for m in logs) >= cores * 1000 - 1000
+
+
+def test_a_budget_that_never_binds_leaves_each_member_as_it_would_run_alone() -> None:
+    loads = _loads()
+    alone = [run_controllers(SIM, load, [_hpa()], seed=_member_seed(3, j))[0] for j, load in enumerate(loads)]
+    together = run_budget(SIM, loads, BudgetConfig(cpu_m=10**7), [BudgetColumn((_hpa(), _hpa()), "fcfs", 3)])[0]
+    for a, b in zip(alone, together, strict=True):
+        assert not b.steps["budget_binding"].any()
+        for key in ("replicas", "cpu_limit_m", "slo_violated", "latency_p99_ms"):
+            np.testing.assert_array_equal(a.steps[key], b.steps[key], err_msg=key)
+
+
+def test_rules_differ_only_when_the_budget_binds() -> None:
+    loads = _loads()
+    cols = [BudgetColumn((_hpa(), _hpa()), "fcfs", 0), BudgetColumn((_hpa(), _hpa()), "fair", 0)]
+    roomy = run_budget(SIM, loads, BudgetConfig(cpu_m=10**7), cols)
+    for j in range(2):
+        np.testing.assert_array_equal(roomy[0][j].steps["replicas"], roomy[1][j].steps["replicas"])
+    tight = run_budget(SIM, loads, BudgetConfig(cpu_m=24_000), cols)
+    differs = any(not np.array_equal(tight[0][j].steps["replicas"], tight[1][j].steps["replicas"]) for j in range(2))
+    assert differs
+    assert tight[0][0].steps["refused_pods"].sum() + tight[0][1].steps["refused_pods"].sum() > 0
+
+
+def test_overlapping_windows_put_every_peak_in_the_middle() -> None:
+    n = 3000
+    rows = np.arange(n)
+    early = Trace(name="early", values=1 + 50 * np.exp(-(((rows - 2300) / 30) ** 2)))
+    late = Trace(name="late", values=1 + 50 * np.exp(-(((rows - 2900) / 30) ** 2)))
+    windows = overlapping_windows([early, late], window="all", hours=4)
+    assert [len(w) for w in windows] == [240, 240]
+    assert abs(peak_row(windows[0].values) - 120) <= 2
+    assert windows[0].first_row == 2300 - 120
+    # The late peak is 100 rows from the end: its window is clipped at the trace's end, the peak kept.
+    assert windows[1].first_row == n - 240 and peak_row(windows[1].values) == 2900 - (n - 240)
+
+
+def _write(path: Path, values: np.ndarray) -> Path:
+    path.write_text("t_seconds,value\n" + "".join(f"{60 * i},{v:.3f}\n" for i, v in enumerate(values)))
+    return path
+
+
+def test_evaluate_budget_json_shape(tmp_path: Path) -> None:
+    a = _write(tmp_path / "a.csv", generate("flash_crowd", 600, 2).values)
+    b = _write(tmp_path / "b.csv", generate("diurnal", 600, 3).values)
+    plot = tmp_path / "budget.png"
+    args = ["--trace", str(a), "--trace", str(b), "--budget-cores", "12", "--seeds", "2", "--hours", "1.5"]
+    result = CliRunner().invoke(evaluate_budget_cmd, [*args, "--json", "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output.strip().splitlines()[-1])
+    assert doc["budget_cores"] == 12 and doc["seeds"] == 2
+    assert set(doc["policies"]) == {"hpa", "learned", "coordinated"}
+    for p in doc["policies"].values():
+        for key in ("slo_violation_minutes_total", "jain_index", "budget_utilisation"):
+            assert isinstance(p[key], float)
+        assert 0 < p["jain_index"] <= 1
+        assert set(p["members"]) == {"a", "b"}
+        for m in p["members"].values():
+            assert m["slo_violation_minutes"] >= 0 and m["replica_hours"] > 0
+        total = sum(m["slo_violation_minutes"] for m in p["members"].values())
+        assert p["slo_violation_minutes_total"] == pytest.approx(total)
+    assert plot.stat().st_size > 0
+    one = CliRunner().invoke(evaluate_budget_cmd, ["--trace", str(a), "--budget-cores", "4"])
+    assert one.exit_code != 0 and "at least two" in one.output
