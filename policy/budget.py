@@ -91,9 +91,9 @@ class MemberRequest:
     min_replicas: int = 0
 
     def spare_pods(self) -> int:
-        """Pods the member holds beyond what keeps its pressure at or under target (<= ``max_reclaim``)."""
+        """Pods held beyond what keeps its pressure under :data:`RECLAIM_BELOW` (<= ``max_reclaim``; never the last)."""
         r = self.proposed_replicas
-        keep = max(math.ceil(self.weight * self.pressure * self.replicas / RECLAIM_BELOW - 1e-9), self.min_replicas, 0)
+        keep = max(math.ceil(self.weight * self.pressure * self.replicas / RECLAIM_BELOW - 1e-9), self.min_replicas, 1)
         return max(min(r - keep, self.max_reclaim), 0)
 
     @property
