@@ -21,15 +21,16 @@ import click
 import yaml
 from pydantic import BaseModel
 
-from rlscale.operator import models
+from rlscale.operator import budget_models, models
 
 CRD_PATH = Path(__file__).with_name("crd") / "autoscalepolicy.yaml"
+BUDGET_CRD_PATH = Path(__file__).with_name("crd") / "capacitybudget.yaml"
 
 
 def _cel_rules_by_title() -> dict[str, list[dict[str, str]]]:
     """CEL rules of every model that has some, keyed by the model's JSON-schema title (its class name)."""
     found: dict[str, list[dict[str, str]]] = {}
-    for obj in vars(models).values():
+    for obj in [*vars(models).values(), *vars(budget_models).values()]:
         cel_rules: tuple[models.CelRule, ...] = getattr(obj, "cel_rules", ()) if isinstance(obj, type) else ()
         if cel_rules and issubclass(obj, BaseModel):
             rules = []
@@ -81,7 +82,12 @@ def structural(model: type[BaseModel], *, nullable_optionals: bool = False) -> d
             node["type"] = "object"
             props = node.get("properties", {})
             node["properties"] = {name: convert(p) for name, p in props.items()}
-            if not node["properties"]:
+            values = node.get("additionalProperties")
+            if not node["properties"] and isinstance(values, dict) and values.get("type") == "string":
+                # A map of strings (a label selector's matchLabels): keep its value schema.
+                node.pop("properties")
+                node["additionalProperties"] = convert(values)
+            elif not node["properties"]:
                 node.pop("properties")
                 node.pop("additionalProperties", None)
                 node["x-kubernetes-preserve-unknown-fields"] = True
@@ -192,20 +198,90 @@ def crd_document() -> dict[str, Any]:
     }
 
 
+def budget_crd_document() -> dict[str, Any]:
+    """The CapacityBudget CustomResourceDefinition (apiextensions.k8s.io/v1), generated the same way."""
+    bm = budget_models
+    status_schema = structural(bm.CapacityBudgetStatus, nullable_optionals=True)
+    status_schema.pop("description", None)
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{bm.BUDGET_PLURAL}.{models.API_GROUP}"},
+        "spec": {
+            "group": models.API_GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": bm.BUDGET_KIND,
+                "listKind": f"{bm.BUDGET_KIND}List",
+                "plural": bm.BUDGET_PLURAL,
+                "singular": bm.BUDGET_SINGULAR,
+                "shortNames": list(bm.BUDGET_SHORT_NAMES),
+                "categories": ["rlscale"],
+            },
+            "versions": [
+                {
+                    "name": models.API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "CPU", "type": "integer", "jsonPath": ".status.cpuMillicores"},
+                        {"name": "Used", "type": "integer", "jsonPath": ".status.usedMillicores"},
+                        {"name": "Rule", "type": "string", "jsonPath": ".spec.rule"},
+                        {"name": "Binding", "type": "boolean", "jsonPath": ".status.binding"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "CapacityBudget shares one CPU/memory budget between the AutoscalePolicies "
+                            "it selects: their decisions are arbitrated together each interval.",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": structural(bm.CapacityBudgetSpec),
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+_HEADER = "# Generated from rlscale.operator.{source} by `rlscale crd --write`; do not edit by hand.\n"
+
+
 def crd_yaml() -> str:
     """The CRD as YAML, with a header saying it is generated."""
-    header = "# Generated from rlscale.operator.models by `rlscale crd --write`; do not edit by hand.\n"
+    header = _HEADER.format(source="models")
     return header + yaml.safe_dump(crd_document(), sort_keys=False, width=120, allow_unicode=True)
 
 
+def budget_crd_yaml() -> str:
+    """The CapacityBudget CRD as YAML, with a header saying it is generated."""
+    header = _HEADER.format(source="budget_models")
+    return header + yaml.safe_dump(budget_crd_document(), sort_keys=False, width=120, allow_unicode=True)
+
+
 @click.command("crd")
-@click.option("--write", is_flag=True, help=f"Write {CRD_PATH.name} in the package instead of printing.")
-def crd_command(write: bool) -> None:
-    """Print (or --write) the AutoscalePolicy CustomResourceDefinition."""
-    text = crd_yaml()
+@click.option("--write", is_flag=True, help="Write the CRD files in the package instead of printing.")
+@click.option(
+    "--kind",
+    type=click.Choice(["AutoscalePolicy", "CapacityBudget"]),
+    default="AutoscalePolicy",
+    show_default=True,
+    help="Which CRD to print (--write writes both).",
+)
+def crd_command(write: bool, kind: str) -> None:
+    """Print (or --write) the AutoscalePolicy or CapacityBudget CustomResourceDefinition."""
     if write:
-        CRD_PATH.parent.mkdir(parents=True, exist_ok=True)
-        CRD_PATH.write_text(text)
-        click.echo(f"wrote {CRD_PATH}")
+        for path, text in ((CRD_PATH, crd_yaml()), (BUDGET_CRD_PATH, budget_crd_yaml())):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            click.echo(f"wrote {path}")
     else:
-        click.echo(text, nl=False)
+        click.echo(crd_yaml() if kind == "AutoscalePolicy" else budget_crd_yaml(), nl=False)

@@ -28,7 +28,10 @@ from typing import Any
 import kopf
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from pydantic import ValidationError
 
+from rlscale.operator.budget_arbiter import Membership, selects
+from rlscale.operator.budget_models import BUDGET_PLURAL, CapacityBudgetSpec
 from rlscale.operator.kube import KubeApi, merge_patch
 from rlscale.operator.metrics import OperatorMetrics
 from rlscale.operator.models import API_GROUP, API_VERSION, PLURAL
@@ -197,6 +200,48 @@ def policy_targets(
     return {(namespace, str(target)): (str(meta.get("creationTimestamp") or ""), name)}
 
 
+@kopf.index(API_GROUP, API_VERSION, PLURAL)  # type: ignore[arg-type]  # kopf types handlers as **kwargs-only
+def policy_labels(
+    namespace: str, name: str, labels: Mapping[str, str], **_: Any
+) -> dict[str, tuple[str, dict[str, str]]]:
+    """Policies by namespace, with their labels: a CapacityBudget selects its members among them."""
+    return {namespace: (name, dict(labels))}
+
+
+@kopf.index(API_GROUP, API_VERSION, BUDGET_PLURAL)  # type: ignore[arg-type]  # kopf types handlers as **kwargs-only
+def budgets(
+    namespace: str, name: str, spec: Mapping[str, Any], meta: Mapping[str, Any], **_: Any
+) -> dict[str, tuple[str, dict[str, Any], int]]:
+    """CapacityBudgets by namespace: their spec (validated when used) and generation."""
+    return {namespace: (name, dict(spec), int(meta.get("generation") or 0))}
+
+
+def find_budget(
+    namespace: str,
+    name: str,
+    labels: Mapping[str, str],
+    budgets: Iterable[tuple[str, Mapping[str, Any], int]],
+    policies: Iterable[tuple[str, Mapping[str, str]]],
+) -> Membership | None:
+    """The CapacityBudget that selects this policy, with every member; None when none does.
+
+    When several budgets select one policy, the first by name applies (a policy is decided
+    in one budget only) and the others leave it out. A budget whose spec does not validate
+    (an older stored object) selects nothing.
+    """
+    for budget_name, spec_raw, generation in sorted(budgets, key=lambda b: b[0]):
+        try:
+            spec = CapacityBudgetSpec.model_validate(spec_raw)
+        except ValidationError:
+            continue
+        selector = spec.policy_selector.match_labels
+        if not selects(selector, labels):
+            continue
+        members = sorted({n for n, lab in policies if selects(selector, lab)} | {name})
+        return Membership(budget_name, spec, tuple(members), generation)
+    return None
+
+
 @kopf.daemon(API_GROUP, API_VERSION, PLURAL, cancellation_timeout=10.0)  # type: ignore[arg-type]  # kopf types handlers as **kwargs-only
 async def reconcile_loop(
     name: str,
@@ -209,6 +254,8 @@ async def reconcile_loop(
     memo: kopf.Memo,
     hpa_targets: kopf.Index[tuple[str, str], str],
     policy_targets: kopf.Index[tuple[str, str], tuple[str, str]],
+    policy_labels: kopf.Index[str, tuple[str, dict[str, str]]],
+    budgets: kopf.Index[str, tuple[str, dict[str, Any], int]],
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
@@ -259,6 +306,9 @@ async def reconcile_loop(
             def post(kind: str, reason: str, message: str) -> None:
                 kopf.event(body, type=kind, reason=reason, message=message)
 
+            membership = find_budget(
+                namespace, name, meta.get("labels") or {}, budgets.get(namespace, ()), policy_labels.get(namespace, ())
+            )
             try:
                 outcome = await runtime.reconciler.reconcile(
                     PolicyRef(namespace, name, int(meta.get("generation") or 0)),
@@ -268,6 +318,7 @@ async def reconcile_loop(
                     post,
                     due=due,
                     final=handing_over,
+                    budget=membership,
                 )
             except Exception:  # never let one bad reconcile kill the loop; the next tick retries
                 logger.exception("reconcile failed")

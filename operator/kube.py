@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from rlscale.operator.budget_models import BUDGET_PLURAL
 from rlscale.operator.models import API_GROUP, API_VERSION, PLURAL
 
 T = TypeVar("T")
@@ -222,6 +223,42 @@ class KubeApi:
                 )
             ),
         )
+
+    # --- capacity budgets (only for policies a CapacityBudget selects) ---
+
+    async def patch_budget_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch a CapacityBudget's status subresource (the last arbitration)."""
+        body = {"status": status}
+        await self._call(
+            f"patch capacitybudget {namespace}/{name} status",
+            lambda: self._release(
+                self._custom.patch_namespaced_custom_object_status(
+                    API_GROUP,
+                    API_VERSION,
+                    namespace,
+                    BUDGET_PLURAL,
+                    name,
+                    body,
+                    _content_type=_MERGE,
+                    _preload_content=False,
+                    _request_timeout=self._timeout,
+                )
+            ),
+        )
+
+    async def get_resource_quota(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A ResourceQuota as JSON (a budget's ``fromResourceQuota``), or ``None`` if it does not exist."""
+        try:
+            return await self._call(
+                f"get resourcequota {namespace}/{name}",
+                lambda: self._json(
+                    self._core.read_namespaced_resource_quota(
+                        name, namespace, _preload_content=False, _request_timeout=self._timeout
+                    )
+                ),
+            )
+        except NotFound:
+            return None
 
     # --- shard Leases (only with --shard-identity; see rlscale.operator.shard) ---
 

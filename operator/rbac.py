@@ -50,6 +50,8 @@ API_CALLS: tuple[ApiCall, ...] = (
     ApiCall("rlscale.io", "autoscalepolicies", ("patch",), "write status (decision, rollout state)", "status"),
     ApiCall("", "configmaps", ("get",), "load a model from a ConfigMap's binaryData (spec.model.configMapRef)"),
     ApiCall("", "secrets", ("get",), "read Prometheus credentials and CA (spec.prometheus.auth)"),
+    ApiCall("rlscale.io", "capacitybudgets", ("patch",), "write a budget's last arbitration", "status"),
+    ApiCall("", "resourcequotas", ("get",), "read a budget's total from a ResourceQuota (spec.fromResourceQuota)"),
     ApiCall(
         "coordination.k8s.io",
         "leases",
@@ -64,6 +66,13 @@ API_CALLS: tuple[ApiCall, ...] = (
         "autoscalepolicies",
         ("patch",),
         "Kopf's finalizer and progress annotations on the policy",
+        caller="kopf",
+    ),
+    ApiCall(
+        "rlscale.io",
+        "capacitybudgets",
+        ("list", "watch"),
+        "index the budgets that group policies (CapacityBudget)",
         caller="kopf",
     ),
     ApiCall(

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,12 +38,13 @@ from rlscale.operator import report
 from rlscale.operator.actuate import container_targets, limits_patch
 from rlscale.operator.batchdecide import DecisionBatcher
 from rlscale.operator.batchread import BatchReader
+from rlscale.operator.budget_arbiter import BudgetArbiter, Membership
 from rlscale.operator.errors import describe_validation_error
 from rlscale.operator.kube import ApiError, KubeApi, NotFound
 from rlscale.operator.metrics import OperatorMetrics
 from rlscale.operator.models import AutoscalePolicySpec, Condition, PendingAction
 from rlscale.operator.modelstore import LoadedModel, ModelStore
-from rlscale.operator.observe import TargetError, build_observation, deployment_view
+from rlscale.operator.observe import DeploymentView, TargetError, build_observation, deployment_view
 from rlscale.operator.prometheus import (
     PrometheusReader,
     SecretError,
@@ -53,8 +56,9 @@ from rlscale.operator.prometheus import (
 from rlscale.operator.queries import QueryError, RenderedQuery, Target, build_queries
 from rlscale.operator.report import EventSink, PolicyRef, Tick
 from rlscale.operator.settings import OperatorSettings
+from rlscale.policy.budget import MemberRequest, slo_pressure
 from rlscale.policy.decide import ControllerState, Decision, DecisionConfig, decide
-from rlscale.policy.observation import SIGNAL_READS
+from rlscale.policy.observation import SIGNAL_READS, Observation
 
 __all__ = ["Conflicts", "EventSink", "Outcome", "PolicyRef", "Reconciler"]
 
@@ -93,6 +97,7 @@ class Reconciler:
         clock: Callable[[], float] = time.time,
         batches: BatchReader | None = None,
         decider: DecisionBatcher | None = None,
+        budgets: BudgetArbiter | None = None,
     ) -> None:
         self.kube = kube
         self.reader = reader
@@ -104,6 +109,7 @@ class Reconciler:
             reader, on_query=lambda: metrics.prometheus_requests.labels("batch").inc()
         )
         self.decider = decider or DecisionBatcher(observe=self._observe_batch)
+        self.budgets = budgets or BudgetArbiter(kube, clock=clock)
         #: When each policy's status was last written, and what a user could see in it (see _write_status).
         self._written: dict[tuple[str, str], tuple[float, str]] = {}
 
@@ -127,13 +133,15 @@ class Reconciler:
         *,
         due: float | None = None,
         final: bool = False,
+        budget: Membership | None = None,
     ) -> Outcome:
         """Reconcile once and write the status; returns what happened. Raises nothing for expected trouble.
 
         ``due`` is when the tick was due (unix time): metrics are evaluated then, so the policies
         of a namespace that were due together share one batched query; default: now. ``final``:
         write the status whatever changed (the policy moves to another replica, which starts
-        from what is stored).
+        from what is stored). ``budget``: the CapacityBudget that selects this policy, whose
+        members' decisions are granted together (:mod:`~rlscale.operator.budget_arbiter`).
         """
         started = time.perf_counter()
         events: list[tuple[str, str, str]] = []
@@ -144,13 +152,19 @@ class Reconciler:
                 post_event(kind, reason, message)
 
         tick = Tick(ref, report.previous_status(status_raw), self.clock(), event, None)
-        outcome = await self._reconcile(tick, spec_raw, conflicts, tick.now if due is None else due, final)
+        outcome = await self._reconcile(tick, spec_raw, conflicts, tick.now if due is None else due, final, budget)
         outcome.events = events
         self.metrics.reconcile_latency.observe(time.perf_counter() - started)
         return outcome
 
     async def _reconcile(
-        self, unchecked: Tick[None], spec_raw: Mapping[str, Any], conflicts: Conflicts, at: float, final: bool
+        self,
+        unchecked: Tick[None],
+        spec_raw: Mapping[str, Any],
+        conflicts: Conflicts,
+        at: float,
+        final: bool,
+        budget: Membership | None = None,
     ) -> Outcome:
         ref, now = unchecked.ref, unchecked.now
         # 1. The spec, as policy/'s config and validated queries.
@@ -241,6 +255,9 @@ class Reconciler:
             t0 = time.perf_counter()
             decision, new_state = decide(obs, config, state, loaded.model, model_error=loaded.error)
             self._observe_batch(time.perf_counter() - t0, 1)
+        budget_note = ""
+        if budget is not None:
+            decision, budget_note = await self._arbitrate(tick, budget, view, obs, config, decision)
         self.metrics.decisions.labels(decision.source, decision.action).inc()
         for _, rule in decision.masked:
             self.metrics.masked.labels(rule).inc()
@@ -264,6 +281,13 @@ class Reconciler:
         )
 
         def render(conditions: list[Condition], pending: PendingAction | None, applied: bool) -> dict[str, Any]:
+            status = render_plain(conditions, pending, applied)
+            if budget_note and isinstance(status.get("lastDecision"), dict):
+                last = status["lastDecision"]
+                last["explanation"] = f"{budget_note} {last.get('explanation', '')}"[: report.MAX_EXPLANATION]
+            return status
+
+        def render_plain(conditions: list[Condition], pending: PendingAction | None, applied: bool) -> dict[str, Any]:
             return report.decision_status(
                 tick,
                 config=config,
@@ -300,6 +324,43 @@ class Reconciler:
         return Outcome(status=status, decision=decision, applied=applied, interval_s=tick.interval_s)
 
     # --- pieces --------------------------------------------------------------------------------------------------
+
+    async def _arbitrate(
+        self,
+        tick: Tick[AutoscalePolicySpec],
+        budget: Membership,
+        view: DeploymentView,
+        obs: Observation,
+        config: DecisionConfig,
+        decision: Decision,
+    ) -> tuple[Decision, str]:
+        """The decision as the budget grants it, and a sentence for the status; a refusal is also an Event."""
+        lim = config.limits
+        request = MemberRequest(
+            name=tick.ref.name,
+            replicas=view.replicas,
+            cpu_limit_m=view.primary.cpu_limit_m,
+            memory_limit_mib=view.primary.memory_limit_mib,
+            proposed_replicas=decision.replicas,
+            proposed_cpu_limit_m=decision.cpu_limit_m,
+            proposed_memory_limit_mib=decision.memory_limit_mib,
+            pressure=slo_pressure(obs.cpu_utilization, obs.latency_p99_ms, config.objective.latency_slo_ms),
+            max_reclaim=(
+                max(lim.max_scale_down_pods, math.floor(view.replicas * lim.max_scale_down_percent / 100.0))
+                if budget.spec.rule == "fair" and obs.cpu_utilization is not None
+                else 0
+            ),
+            min_replicas=lim.min_replicas,
+        )
+        grant = await self.budgets.grant(tick.ref.namespace, budget, request)
+        granted = dataclasses.replace(
+            decision, replicas=grant.replicas, cpu_limit_m=grant.cpu_limit_m, memory_limit_mib=grant.memory_limit_mib
+        )
+        if grant.refused:
+            reason = "BudgetReclaimed" if grant.reclaimed_pods else "BudgetRefused"
+            tick.event("Warning", reason, f"CapacityBudget {budget.budget}: {grant.reason}")
+            return granted, f"CapacityBudget {budget.budget}: {grant.reason}."
+        return granted, f"CapacityBudget {budget.budget}: granted ({grant.cpu_m}m of its CPU budget)."
 
     @staticmethod
     def _state(tick: Tick[AutoscalePolicySpec], config: DecisionConfig) -> ControllerState:

@@ -3,8 +3,8 @@
 
 Sources of truth and what is generated from them:
 
-* ``operator/crd/autoscalepolicy.yaml`` (the operator's CRD) → ``charts/rlscale/crds/autoscalepolicy.yaml``,
-  byte for byte.
+* ``operator/crd/autoscalepolicy.yaml`` and ``operator/crd/capacitybudget.yaml`` (the operator's CRDs) →
+  ``charts/rlscale/crds/``, byte for byte.
 * ``operator/rbac.py`` (every API call the operator makes) → ``charts/rlscale/files/rbac-rules.yaml``, the
   rules the chart's RBAC templates grant, sorted into where each one belongs (see :data:`PLACEMENT`).
 * the chart itself, rendered by the pinned Go ``helm`` with default values → ``deploy/operator/``: the plain
@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "rlscale"
 CRD_SOURCE = ROOT / "operator" / "crd" / "autoscalepolicy.yaml"
 CRD_COPY = CHART / "crds" / "autoscalepolicy.yaml"
+BUDGET_CRD_SOURCE = ROOT / "operator" / "crd" / "capacitybudget.yaml"
+BUDGET_CRD_COPY = CHART / "crds" / "capacitybudget.yaml"
 PEERING_CRDS = CHART / "crds" / "kopf-peering.yaml"
 RBAC_RULES = CHART / "files" / "rbac-rules.yaml"
 DEPLOY_DIR = ROOT / "deploy" / "operator"
@@ -57,6 +59,9 @@ PLACEMENT: dict[tuple[str, str], str] = {
     ("apps", "deployments/scale"): "namespaced",
     ("rlscale.io", "autoscalepolicies"): "namespaced",
     ("rlscale.io", "autoscalepolicies/status"): "namespaced",
+    ("rlscale.io", "capacitybudgets"): "namespaced",
+    ("rlscale.io", "capacitybudgets/status"): "namespaced",
+    ("", "resourcequotas"): "namespaced",
     ("", "configmaps"): "namespaced",
     ("", "secrets"): "namespaced",
     ("", "events"): "namespaced",
@@ -108,10 +113,10 @@ def rbac_rules_yaml() -> str:
     return _GENERATED.format(source="operator/rbac.py") + body
 
 
-def crd_copy() -> str:
-    if not CRD_SOURCE.is_file():
-        raise SyncError(f"{CRD_SOURCE} is missing: the operator's CRD is the source of the chart's copy")
-    return CRD_SOURCE.read_text()
+def crd_copy(source: Path = CRD_SOURCE) -> str:
+    if not source.is_file():
+        raise SyncError(f"{source} is missing: the operator's CRD is the source of the chart's copy")
+    return source.read_text()
 
 
 def helm_binary() -> Path:
@@ -129,10 +134,11 @@ def render_chart(helm: Path, chart: Path = CHART, values: Iterable[str] = ()) ->
     return proc.stdout
 
 
-def deploy_manifests(helm: Path, crd_text: str) -> dict[Path, str]:
+def deploy_manifests(helm: Path, crd_text: str, budget_crd_text: str = "") -> dict[Path, str]:
     """The plain manifests: all CRDs in one file, then the namespace and the rendered chart."""
     header = _GENERATED.format(source="charts/rlscale (helm template, default values)")
-    crds = header + "---\n" + crd_text.rstrip("\n") + "\n---\n" + PEERING_CRDS.read_text().rstrip("\n") + "\n"
+    texts = [crd_text, budget_crd_text, PEERING_CRDS.read_text()]
+    crds = header + "".join("---\n" + t.rstrip("\n") + "\n" for t in texts if t)
     namespace = {
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -152,7 +158,7 @@ def deploy_manifests(helm: Path, crd_text: str) -> dict[Path, str]:
 
 def chart_files() -> dict[Path, str]:
     """The generated files inside the chart and their wanted content (the render of deploy/ reads them)."""
-    return {CRD_COPY: crd_copy(), RBAC_RULES: rbac_rules_yaml()}
+    return {CRD_COPY: crd_copy(), BUDGET_CRD_COPY: crd_copy(BUDGET_CRD_SOURCE), RBAC_RULES: rbac_rules_yaml()}
 
 
 def _diff(path: Path, want: str) -> str:
@@ -181,7 +187,7 @@ def sync(check: bool) -> int:
         print("".join(stale), end="")
         print(f"\n{len(stale)} chart file(s) out of date: run scripts/sync-manifests.py", file=sys.stderr)
         return 1
-    for path, text in deploy_manifests(helm, in_chart[CRD_COPY]).items():
+    for path, text in deploy_manifests(helm, in_chart[CRD_COPY], in_chart[BUDGET_CRD_COPY]).items():
         diff = _diff(path, text)
         if diff:
             stale.append(diff)

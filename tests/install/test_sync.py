@@ -24,15 +24,17 @@ def test_sync_check_passes() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_crd_copy_is_identical() -> None:
-    source = (ROOT / "operator" / "crd" / "autoscalepolicy.yaml").read_bytes()
-    assert (CHART / "crds" / "autoscalepolicy.yaml").read_bytes() == source
+@pytest.mark.parametrize("name", ["autoscalepolicy.yaml", "capacitybudget.yaml"])
+def test_crd_copy_is_identical(name: str) -> None:
+    source = (ROOT / "operator" / "crd" / name).read_bytes()
+    assert (CHART / "crds" / name).read_bytes() == source
 
 
 def test_plain_manifests_hold_the_whole_install() -> None:
     crds = load_docs(DEPLOY / "operator" / "crds.yaml")
     assert sorted(d["metadata"]["name"] for d in crds) == [
         "autoscalepolicies.rlscale.io",
+        "capacitybudgets.rlscale.io",
         "clusterkopfpeerings.kopf.dev",
         "kopfpeerings.kopf.dev",
     ]
