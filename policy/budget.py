@@ -51,9 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rlscale.policy.limits import ScalingLimits
 
 BudgetRule = Literal["fair", "fcfs"]
-#: The fair rule takes a pod back from a member only while its pressure per pod stays at or
-#: under this without it (1 would be exactly at target: no margin for its own next rise,
-#: which delayed metrics see late).
+#: The default of ``BudgetConfig.reclaim_below``.
 RECLAIM_BELOW = 0.8
 
 
@@ -67,6 +65,14 @@ class BudgetConfig(BaseModel):
         None, ge=1, description="Total memory, replicas × memory limit summed over members, MiB (None: not budgeted)."
     )
     rule: BudgetRule = Field("fair", description="fair: max-min over pressure; fcfs: first come, first served.")
+    reclaim_below: float = Field(
+        RECLAIM_BELOW,
+        ge=0,
+        le=1,
+        description="fair: a pod is taken back from a member only while its pressure per pod stays at or under "
+        "this without it (0: never take back; 1 would leave no margin for its own next rise, which delayed "
+        "metrics see late).",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +96,12 @@ class MemberRequest:
     #: ... and never below this count.
     min_replicas: int = 0
 
-    def spare_pods(self) -> int:
-        """Pods held beyond what keeps its pressure under :data:`RECLAIM_BELOW` (<= ``max_reclaim``; never the last)."""
+    def spare_pods(self, reclaim_below: float = RECLAIM_BELOW) -> int:
+        """Pods beyond what keeps its pressure per pod under ``reclaim_below`` (<= ``max_reclaim``; not the last)."""
+        if reclaim_below <= 0:
+            return 0
         r = self.proposed_replicas
-        keep = max(math.ceil(self.weight * self.pressure * self.replicas / RECLAIM_BELOW - 1e-9), self.min_replicas, 1)
+        keep = max(math.ceil(self.weight * self.pressure * self.replicas / reclaim_below - 1e-9), self.min_replicas, 1)
         return max(min(r - keep, self.max_reclaim), 0)
 
     @property
@@ -217,7 +225,7 @@ def arbitrate(
 
     With the fair rule, members that set ``max_reclaim`` may also be asked to give pods
     back while the budget binds: a pod goes from the member that would be least pressed
-    without it (pressure per pod staying at or under :data:`RECLAIM_BELOW`) to the most
+    without it (pressure per pod staying at or under ``budget.reclaim_below``) to the most
     pressed member still refused, as long as the latter is past its target (pressure 1). Capacity
     held by a member that is not pressed is the only capacity that can relieve a pressed
     one when the budget is full; independent autoscalers (``fcfs``) never do this.
@@ -293,7 +301,7 @@ def arbitrate(
                 take(name)
     else:
         fill()
-        donors = {m.name: m for m in members if not m.grows and m.spare_pods() > 0}
+        donors = {m.name: m for m in members if not m.grows and m.spare_pods(budget.reclaim_below) > 0}
         while donors:
             pressed = [n for n in sorted(by_name) if got[n] < want[n] and residual(n) > 1.0]
             if not pressed:
@@ -309,7 +317,7 @@ def arbitrate(
             reclaimed[name] += 1
             free[0] += d.proposed_cpu_limit_m
             free[1] += d.proposed_memory_limit_mib
-            if reclaimed[name] >= d.spare_pods():
+            if reclaimed[name] >= d.spare_pods(budget.reclaim_below):
                 del donors[name]
             fill()
         # A pod taken back but not used (the pressed member's pod did not fit) is returned.

@@ -49,6 +49,12 @@ def _trace_path(value: str) -> Path:
     default=None,
     help="The coordinated agents' model (default: --model).",
 )
+@click.option(
+    "--reclaim-below",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Coordinated: take pods back only from members whose pressure stays under this (0: never). Default 0.8.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG.")
 def evaluate_budget_cmd(
@@ -60,6 +66,7 @@ def evaluate_budget_cmd(
     tune_by: str,
     model: Path | None,
     coordinated_model: Path | None,
+    reclaim_below: float | None,
     as_json: bool,
     plot: Path | None,
 ) -> None:
@@ -79,6 +86,7 @@ def evaluate_budget_cmd(
         sim=SimConfig(),
         model=_load_model(model),
         coordinated_model=_load_model(coordinated_model) if coordinated_model is not None else None,
+        reclaim_below=reclaim_below,
         seeds=range(seeds),
         window=window,
         hours=hours,

@@ -147,13 +147,15 @@ def evaluate_budget(
     hours: float = 6.0,
     criterion: TuneCriterion = "reward",
     coordinated_model: PolicyModel | None = None,
+    reclaim_below: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> BudgetEvaluation:
     """Run the three policies of the module docstring under one budget of ``budget_cores``.
 
     ``traces`` are whole series (each is split chronologically; its HPA is tuned on its
     training window only). ``coordinated_model`` defaults to ``model`` (the shipped policy
-    with the budget's headroom in its mask and fair arbitration).
+    with the budget's headroom in its mask and fair arbitration); ``reclaim_below`` overrides
+    the fair rule's :attr:`~rlscale.policy.budget.BudgetConfig.reclaim_below` (0: never take back).
     """
     if len(traces) < 2:
         raise ValueError("give at least two traces: a budget is shared by several services")
@@ -179,7 +181,10 @@ def evaluate_budget(
             BudgetColumn(tuple(Controller(learned_cfg, coord) for _ in windows), "fair", int(seed), coordinated=True)
         )
     say(f"playing {len(windows)} members x {len(columns)} budgets, {len(windows[0])} minutes each")
-    logs = run_budget(sim, windows, BudgetConfig(cpu_m=max(1, round(budget_cores * 1000))), columns)
+    budget = BudgetConfig(cpu_m=max(1, round(budget_cores * 1000)))
+    if reclaim_below is not None:
+        budget = budget.model_copy(update={"reclaim_below": reclaim_below})
+    logs = run_budget(sim, windows, budget, columns)
     by_policy: dict[str, list[list[EpisodeLog]]] = {p: [] for p in BUDGET_POLICIES}
     for k in range(len(seeds)):
         for i, p in enumerate(BUDGET_POLICIES):

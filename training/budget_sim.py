@@ -64,7 +64,7 @@ def _grantable(budget: BudgetConfig, now: list[list[MemberRequest]], j: int, k: 
     """CPU member ``j`` of column ``k`` could be granted: its own, the free headroom, the others' spare pods."""
     column = [row[k] for row in now]
     free = budget.cpu_m - sum(m.cpu_m for m in column)
-    spare = sum(m.spare_pods() * m.cpu_limit_m for i, m in enumerate(column) if i != j)
+    spare = sum(m.spare_pods(budget.reclaim_below) * m.cpu_limit_m for i, m in enumerate(column) if i != j)
     return column[j].cpu_m + max(free, 0) + spare
 
 
@@ -98,7 +98,7 @@ def run_budget(
         s.reset()
         sims.append(s)
     steps = min(int(s.episode_lengths[0]) for s in sims)
-    rules = [BudgetConfig(cpu_m=budget.cpu_m, memory_mib=budget.memory_mib, rule=col.rule) for col in columns]
+    rules = [budget.model_copy(update={"rule": col.rule}) for col in columns]
     orders = [np.random.default_rng(col.seed) for col in columns]
     base: list[list[DecisionConfig]] = [[col.controllers[j].config for col in columns] for j in range(m_count)]
     models = [[col.controllers[j].model for col in columns] for j in range(m_count)]

@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlscale.policy.budget import (
-    RECLAIM_BELOW,
     BudgetConfig,
     MemberRequest,
     arbitrate,
@@ -167,6 +166,7 @@ def members_and_budget(draw: st.DrawFn) -> tuple[BudgetConfig, list[MemberReques
         cpu_m=draw(st.integers(1, 60_000)),
         memory_mib=draw(st.one_of(st.none(), st.integers(1, 40_000))),
         rule=draw(st.sampled_from(["fair", "fcfs"])),
+        reclaim_below=draw(st.sampled_from([0.0, 0.5, 0.8, 1.0])),
     )
     return budget, out
 
@@ -204,7 +204,7 @@ def test_grants_stay_within_the_budget_and_the_proposals(
             # Reclaimed: never more than max_reclaim, never below the floor, never past the target.
             assert g.replicas >= min(m.proposed_replicas, max(m.proposed_replicas - m.max_reclaim, m.min_replicas))
             if g.reclaimed_pods:
-                assert m.weight * m.pressure * max(m.replicas, 1) / g.replicas <= RECLAIM_BELOW + 1e-9
+                assert m.weight * m.pressure * max(m.replicas, 1) / g.replicas <= budget.reclaim_below + 1e-9
         else:
             assert g.replicas >= min(m.replicas, m.proposed_replicas)
         assert g.refused_pods == m.proposed_replicas - g.replicas or g.refused_pods == 0
