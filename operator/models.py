@@ -471,6 +471,9 @@ class RolloutStatus(StatusModel):
     last_learned_score: float | None = None
     last_baseline_score: float | None = None
     last_verdict: str = ""
+    distrusted: bool = Field(
+        False, description="Demoted since its last promotion: the baseline also puts the container limits back."
+    )
 
 
 def _observed_fields() -> dict[str, Any]:

@@ -41,9 +41,9 @@ from rlscale.policy.baselines import (
     proportional_recommend,
     static_recommend,
 )
-from rlscale.policy.gate import GateConfig, GateState, Source, choose, record_outcome
+from rlscale.policy.gate import GateConfig, GateState, Source, choose, credited, note_decision, record_outcome
 from rlscale.policy.limits import ScalingLimits
-from rlscale.policy.mask import RULE_LABELS, FloatArray, MaskResult, ScalingState, action_proposals, check
+from rlscale.policy.mask import RULE_LABELS, FloatArray, MaskResult, MaskRule, ScalingState, action_proposals, check
 from rlscale.policy.model import PolicyModel, masked_argmax
 from rlscale.policy.observation import CONFIG_COLUMNS, FIELD_SOURCES, OBSERVED_FIELDS, Observation
 from rlscale.policy.reward import Objective, reward, slo_violated
@@ -80,6 +80,15 @@ class ControllerState:
     #: and while no model is loaded (the model did not see those intervals, so its memory of
     #: them would be a guess).
     context: list[float] | None = None
+    #: The workload's own container limits (CPU m, memory MiB): what it had when first seen,
+    #: or what someone other than this controller set since. The baseline moves the limits
+    #: back to them while the gate distrusts the learned policy — the HPA it stands for
+    #: never changes limits, so without this a bad model's limit cut would outlive its demotion.
+    reference_limits: tuple[int, int] | None = None
+    #: The limits observed at the previous decision and the limits it decided: current limits
+    #: that are neither were set by someone else (a user's edit) and become the reference.
+    seen_limits: tuple[int, int] | None = None
+    set_limits: tuple[int, int] | None = None
 
     @classmethod
     def initial(cls, config: DecisionConfig) -> ControllerState:
@@ -100,6 +109,9 @@ class ControllerState:
             last_limits_changed=self.last_limits_changed,
             decisions=self.decisions,
             context=None if self.context is None else list(self.context),
+            reference_limits=self.reference_limits,
+            seen_limits=self.seen_limits,
+            set_limits=self.set_limits,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,6 +127,9 @@ class ControllerState:
             "last_limits_changed": self.last_limits_changed,
             "decisions": self.decisions,
             "context": self.context,
+            "reference_limits": _pair_out(self.reference_limits),
+            "seen_limits": _pair_out(self.seen_limits),
+            "set_limits": _pair_out(self.set_limits),
         }
 
     @classmethod
@@ -131,7 +146,34 @@ class ControllerState:
             last_limits_changed=bool(data.get("last_limits_changed", False)),
             decisions=int(data.get("decisions", 0)),
             context=_context_from(data.get("context")),
+            reference_limits=_pair_from(data.get("reference_limits")),
+            seen_limits=_pair_from(data.get("seen_limits")),
+            set_limits=_pair_from(data.get("set_limits")),
         )
+
+    def track_limits(self, cpu_limit_m: int, memory_limit_mib: int) -> None:
+        """Update :attr:`reference_limits` from the limits observed now (see there)."""
+        now = (cpu_limit_m, memory_limit_mib)
+        if self.reference_limits is None or now not in (self.seen_limits, self.set_limits):
+            self.reference_limits = now
+        self.seen_limits = now
+
+    def restored_limits(self, cpu_limit_m: int, memory_limit_mib: int) -> tuple[int, int]:
+        """The limits the baseline proposes: the reference while the gate distrusts the model, else the current."""
+        if self.gate.distrusted and self.reference_limits is not None:
+            return self.reference_limits
+        return cpu_limit_m, memory_limit_mib
+
+
+def _pair_out(pair: tuple[int, int] | None) -> list[int] | None:
+    return None if pair is None else [pair[0], pair[1]]
+
+
+def _pair_from(value: Any) -> tuple[int, int] | None:
+    """A stored (CPU, memory) pair, or None for anything else (an older status has none)."""
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return int(value[0]), int(value[1])
+    return None
 
 
 def _context_from(value: Any) -> list[float] | None:
@@ -286,10 +328,13 @@ def decide(
     if state.gate_mode != config.gate.mode:
         state.gate, state.gate_mode = GateState.initial(config.gate), config.gate.mode
 
-    # 1. Credit the interval that just ended to whoever decided it.
+    # 1. Credit the interval that just ended to whoever decided it (or made a recent change).
     outcome = _interval_reward(config, state, obs)
-    if outcome is not None and state.last_source is not None:
-        record_outcome(config.gate, state.gate, state.last_source, *outcome)
+    if state.last_source is not None:
+        source = credited(state.gate, state.last_source)
+        if outcome is not None:
+            record_outcome(config.gate, state.gate, source, *outcome)
+    state.track_limits(obs.cpu_limit_m, obs.memory_limit_mib)
 
     # 2. Both policies' proposals, checked against the hard limits in one pass: the 63
     #    actions of the table, plus the baseline's target as one more column.
@@ -306,12 +351,13 @@ def decide(
     )
     baseline = _baseline(config, state, obs.replicas, obs.ready_replicas, obs.cpu_utilization, obs.request_rate, now)
     pr, pc, pm = action_proposals(config.limits, scaling)
+    ref_c, ref_m = state.restored_limits(obs.cpu_limit_m, obs.memory_limit_mib)
     checked = check(
         config.limits,
         scaling,
-        np.concatenate((pr, [[baseline[0]]]), axis=1),
-        np.concatenate((pc, [[obs.cpu_limit_m]]), axis=1),
-        np.concatenate((pm, [[obs.memory_limit_mib]]), axis=1),
+        np.concatenate((pr, [[baseline[0], baseline[0]]]), axis=1),
+        np.concatenate((pc, [[ref_c, obs.cpu_limit_m]]), axis=1),
+        np.concatenate((pm, [[ref_m, obs.memory_limit_mib]]), axis=1),
     )
     learned_idx: int | None = None
     context_in = _context_in([state], model) if model is not None else None
@@ -339,7 +385,8 @@ def _conclude(
 ) -> Decision:
     """Stages 3 and 4 of one decision, shared by :func:`decide` and :func:`decide_batch`.
 
-    ``checked`` is the mask over the table plus the baseline's column, ``row`` this
+    ``checked`` is the mask over the table plus the baseline's two columns (its replica
+    target with the limits it would restore, and with the current limits), ``row`` this
     controller's row in it. Updates ``state`` (gate draw, cooldown clocks, HPA events,
     bookkeeping). Written once so the single and the batch form cannot drift apart.
     """
@@ -351,6 +398,11 @@ def _conclude(
     # 3. The gate picks who acts; both choices are already clamped by the mask.
     source: Source = choose(config.gate, state.gate) if learned_idx is not None else "baseline"
     col = learned_idx if source == "learned" and learned_idx is not None else N_ACTIONS
+    if col == N_ACTIONS:
+        # The baseline restores the limits only where the mask lets it do so without giving
+        # up any of its replica target (a limit cooldown, a budget); otherwise it keeps them.
+        restoring = checked.allowed[row, col] and checked.targets[0][row, col] == checked.targets[0][row, col + 1]
+        col = col if restoring else col + 1
     action = ACTION_NAMES[col] if col < N_ACTIONS else f"baseline:{config.baseline.kind}"
     if checked.allowed[row, col]:
         replicas, cpu, mem = (int(t[row, col]) for t in checked.targets)
@@ -359,7 +411,7 @@ def _conclude(
     enforced_by: str | None = None
     if reasons[col]:
         enforced_by = RULE_LABELS[reasons[col]]
-    elif col == N_ACTIONS and replicas != baseline_replicas:
+    elif col >= N_ACTIONS and replicas != baseline_replicas:
         enforced_by = "step_limit"
     # Defence in depth: the bounds hold whatever the path above did (and bring a
     # Deployment that was set outside them back in).
@@ -377,6 +429,17 @@ def _conclude(
     limits_changed = (cpu, mem) != (cur_c, cur_m)
     if limits_changed:
         state.last_limit_change_at = now
+        if col == N_ACTIONS:
+            baseline_why += f"; limits back to the workload's own ({cpu}m CPU, {mem}Mi memory): the model is distrusted"
+    state.set_limits = (cpu, mem)
+    note_decision(
+        config.gate,
+        state.gate,
+        source,
+        reduced=delta < 0 or cpu < cur_c or mem < cur_m,
+        increased=delta > 0 or cpu > cur_c or mem > cur_m,
+        blocked=bool(reasons[col]) and int(reasons[col]) in _COOLDOWNS,
+    )
     if config.baseline.kind == "hpa":
         state.hpa.record_change(config.baseline.hpa, now, delta)
     state.last_source = source
@@ -405,6 +468,10 @@ def _conclude(
         slo_violated=outcome[1] if outcome else None,
         model_error=model_error,
     )
+
+
+#: The mask rules that block a policy because of a recent change (see gate.note_decision).
+_COOLDOWNS = frozenset({MaskRule.SCALE_UP_COOLDOWN, MaskRule.SCALE_DOWN_COOLDOWN, MaskRule.LIMIT_COOLDOWN})
 
 
 # --------------------------------------------------------------------------- the batch form
@@ -556,14 +623,17 @@ def decide_batch(
     # 2. Per controller: credit the outcome to the gate, ask the baseline.
     new_states: list[ControllerState] = []
     baselines: list[tuple[int, str]] = []
-    for cfg, state, outcome, (replicas, ready, _, _), now, cpu_util, rate in zip(
+    for cfg, state, outcome, (replicas, ready, cpu_limit, memory_limit), now, cpu_util, rate in zip(
         configs, states, outcomes, seen.counts, seen.now, seen.cpu_utilization, seen.request_rate, strict=True
     ):
         state = state.copy()
         if state.gate_mode != cfg.gate.mode:
             state.gate, state.gate_mode = GateState.initial(cfg.gate), cfg.gate.mode
-        if outcome is not None and state.last_source is not None:
-            record_outcome(cfg.gate, state.gate, state.last_source, *outcome)
+        if state.last_source is not None:
+            source = credited(state.gate, state.last_source)
+            if outcome is not None:
+                record_outcome(cfg.gate, state.gate, source, *outcome)
+        state.track_limits(cpu_limit, memory_limit)
         baselines.append(_baseline(cfg, state, replicas, ready, cpu_util, rate, now))
         new_states.append(state)
 
@@ -580,6 +650,15 @@ def decide_batch(
         last_limit_change_at=_times([s.last_limit_change_at for s in new_states]),
     )
     baseline_col = np.array([b for b, _ in baselines], dtype=np.int64)[:, None]
+    restored = np.array(
+        [s.restored_limits(c[2], c[3]) for s, c in zip(new_states, seen.counts, strict=True)], dtype=np.int64
+    ).reshape(n, 2)
+    # The baseline's two columns: its target with the limits it would restore, and with the current ones.
+    baseline_cols = (
+        np.concatenate((baseline_col, baseline_col), axis=1),
+        np.concatenate((restored[:, :1], scaling.cpu_limit_m[:, None]), axis=1),
+        np.concatenate((restored[:, 1:], scaling.memory_limit_mib[:, None]), axis=1),
+    )
     checks: list[MaskResult] = []
     place = [(0, 0)] * n  # controller i → (index into checks, row in that check)
     limit_groups = _groups([id(c.limits) for c in configs])
@@ -592,9 +671,10 @@ def decide_batch(
             check(
                 limits,
                 sub,
-                np.concatenate((pr, baseline_col if whole else baseline_col[rows]), axis=1),
-                np.concatenate((pc, sub.cpu_limit_m[:, None]), axis=1),
-                np.concatenate((pm, sub.memory_limit_mib[:, None]), axis=1),
+                *(
+                    np.concatenate((p, b if whole else b[rows]), axis=1)
+                    for p, b in zip((pr, pc, pm), baseline_cols, strict=True)
+                ),
             )
         )
         for j, i in enumerate(rows):

@@ -6,13 +6,23 @@ Modes:
   recorded. The safe way to watch a new model.
 * ``gradual`` — each decision goes to the learned policy with probability ``ratio`` (a
   seeded, counter-based draw, so a restored state makes the same draws). Every
-  ``window_decisions`` decisions the gate compares the mean reward of intervals that
-  followed learned decisions with those that followed baseline ones. SLO violations after
-  learned decisions demote at once, unless the baseline broke the SLO at least as often in
-  the same window (a flash crowd that beats whoever decides is not the model's fault); then
-  the scores decide: at least as good raises the ratio by ``step_up``, anything else lowers
-  it by the larger ``backoff`` — trust is earned slowly and lost fast.
+  ``window_decisions`` decisions the gate compares the mean reward of intervals credited
+  to learned decisions with those credited to baseline ones. An interval is credited to
+  whoever decided into it, except after a change: a *reduction* (fewer pods, a lower
+  limit) is credited with the next ``credit_intervals`` intervals, whoever holds in
+  between, because its SLO damage arrives late (the load outgrows the smaller fleet;
+  pods take time to start) and one-interval credit bills it to whoever holds next — which
+  once let a model that always scales down be promoted. A hold forced by a cooldown the
+  other policy's change started is credited to that change's author too. SLO violations
+  after learned decisions demote at once, unless the baseline broke the SLO at least as
+  often in the same window (a flash crowd that beats whoever decides is not the model's
+  fault); then the scores decide: at least as good raises the ratio by ``step_up``,
+  anything else lowers it by the larger ``backoff`` — trust is earned slowly and lost fast.
 * ``full`` — the learned policy decides every time (scores are still recorded).
+
+A demotion marks the learned policy *distrusted* until its next promotion; meanwhile the
+baseline also moves the container limits back to the workload's own (the HPA it stands
+for never changes limits, so a model's limit cut would otherwise outlive its demotion).
 
 The whole state is a small dict of numbers (it lives in the custom resource's status) and
 round-trips exactly.
@@ -53,6 +63,12 @@ class GateConfig(BaseModel):
     max_ratio: float = Field(1.0, ge=0, le=1)
     window_decisions: int = Field(20, ge=2, le=10_000, description="Decisions per evaluation window.")
     min_samples: int = Field(3, ge=1, description="Fewest learned outcomes needed to promote.")
+    credit_intervals: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Intervals after a reduction (fewer pods, a lower limit) credited to the policy that made it.",
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
     @model_validator(mode="after")
@@ -82,6 +98,12 @@ class GateState:
     promotions: int = 0
     demotions: int = 0
     last_verdict: str = ""
+    #: The policy whose change is still being credited, and for how many more intervals.
+    holder: str | None = None
+    holder_left: int = 0
+    #: Set by a demotion, cleared by a promotion: while it is set, the baseline also moves
+    #: the container limits back to the workload's own (see rlscale.policy.decide).
+    distrusted: bool = False
 
     @classmethod
     def initial(cls, cfg: GateConfig) -> GateState:
@@ -105,6 +127,43 @@ def choose(cfg: GateConfig, state: GateState) -> Source:
     if cfg.mode == "full":
         return "learned"
     return "learned" if _uniform(cfg.seed, state.counter) < state.ratio else "baseline"
+
+
+def credited(state: GateState, decided_by: Source) -> Source:
+    """Who the interval that just ended is credited to: the holder of a recent change, or its decider.
+
+    Counts down the holder's intervals; call once per interval, whether or not its outcome is known.
+    """
+    if state.holder_left > 0 and state.holder in ("learned", "baseline"):
+        state.holder_left -= 1
+        return "learned" if state.holder == "learned" else "baseline"
+    return decided_by
+
+
+def note_decision(
+    cfg: GateConfig, state: GateState, source: Source, *, reduced: bool, increased: bool, blocked: bool
+) -> None:
+    """Remember who changed the workload last, and for how many intervals its change is credited to it.
+
+    A reduction (fewer pods, a lower limit) holds the next ``credit_intervals``: its damage
+    arrives late. An increase holds only the next one (its cost is billed at once; its
+    benefit arriving late only makes the gate slower to trust it, the safe direction) —
+    except the baseline's increase while a model's cut is still being billed: the HPA
+    scaling back up after an always-down model's cut is the repair, and the violations
+    until the new pods serve are the cut's (seen on the local stack: billed to the
+    baseline's scale-up, they excused the model, which was promoted).
+    A decision that could not do what it chose because of a cooldown the *other* policy's
+    change started (the HPA blocked from scaling down after a model scaled to the maximum)
+    passes its interval to the change's author as well.
+    """
+    if reduced:
+        state.holder, state.holder_left = source, cfg.credit_intervals
+    elif increased:
+        if source == "baseline" and state.holder == "learned" and state.holder_left > 0:
+            return  # the baseline repairing a model's cut: the damage still playing out stays the cut's
+        state.holder, state.holder_left = source, 1
+    elif blocked and state.holder is not None and state.holder != source:
+        state.holder_left = max(state.holder_left, 1)
 
 
 def record_outcome(cfg: GateConfig, state: GateState, source: Source, reward: float, violated: bool) -> None:
@@ -137,14 +196,17 @@ def _close_window(cfg: GateConfig, state: GateState) -> None:
                 f"{state.baseline_violations} of {state.baseline_n} baseline ones"
             )
             _move(cfg, state, -cfg.backoff)
+            state.distrusted = True
         elif learned is None or state.learned_n < cfg.min_samples or state.baseline_reference is None:
             verdict = f"held: too few samples (learned {state.learned_n}, baseline {state.baseline_n})"
         elif learned >= state.baseline_reference:
             verdict = f"promoted: learned {learned:.3f} ≥ baseline {state.baseline_reference:.3f}"
             _move(cfg, state, cfg.step_up)
+            state.distrusted = False
         else:
             verdict = f"demoted: learned {learned:.3f} < baseline {state.baseline_reference:.3f}"
             _move(cfg, state, -cfg.backoff)
+            state.distrusted = True
     else:
         verdict = f"{cfg.mode}: scores recorded"
     state.last_verdict = verdict

@@ -9,9 +9,13 @@ In the simulator, over many seeds (one generated flash-crowd day each, the shipp
   within :data:`DAMAGE_MINUTES`.
 
 Those two numbers are the promise docs/architecture.md states; the measured values are in
-docs/operator.md. A gate that never demotes (``FAULTS_BROKEN_BUILD=never_demote``) fails here.
+docs/operator.md. A gate that never demotes (``FAULTS_BROKEN_BUILD=never_demote``) fails here,
+and so does the gate of the release before this suite, which credited each interval only to
+whoever decided into it and never moved a limit back (``FAULTS_BROKEN_BUILD=one_interval_credit``:
+the always-down model is promoted in 4 of the 12 runs and its damage reaches 439 minutes).
 Then once on the local stack: the always-down model in the policy's ConfigMap, the real
-operator, a real Prometheus; the ratio reaches 0 and no pod or limit goes below its minimum.
+operator, a real Prometheus; the ratio reaches 0, the baseline puts the CPU limit the model
+cut back, and no pod or limit goes below its minimum.
 """
 
 from __future__ import annotations
@@ -46,8 +50,10 @@ STEPS = 480  # 8 simulated hours of one-minute decisions
 GATE = GateConfig(mode="gradual", initial_ratio=0.2, window_decisions=20, min_samples=3, seed=1)
 #: The promises (docs/architecture.md, "Rollout gate"): windows until the ratio is 0, and SLO
 #: violation minutes beyond the baseline-only run, for a model that always does the wrong thing.
-FLOOR_WINDOWS = 8
-DAMAGE_MINUTES = 150.0
+FLOOR_WINDOWS = 3
+#: On the local stack (windows of 2 decisions, ratio 0.4): windows until the ratio is 0.
+STACK_FLOOR_WINDOWS = 16
+DAMAGE_MINUTES = 30.0
 SABOTAGE = {"always-down": "replicas-50%,cpu-1", "always-max": "replicas+100%,cpu+1,memory+1"}
 
 
@@ -121,7 +127,7 @@ def sabotage_in_the_simulator() -> dict[str, dict[str, list[float]]]:
 
 @pytest.fixture(scope="module")
 def sabotage() -> dict[str, dict[str, list[float]]]:
-    """The simulator runs, once for the module (about 40 s on the 2-core machine)."""
+    """The simulator runs, once for the module (about 3 s on the idle 2-core machine)."""
     t0 = time.perf_counter()
     result = sabotage_in_the_simulator()
     summary = {
@@ -142,12 +148,6 @@ def test_always_max_model_is_contained_and_no_model_breaks_a_hard_limit(
     assert max(r["damage"]) <= DAMAGE_MINUTES, r
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gate weakness (docs/operator.md, Faults): a scale-down makes the next interval cheaper and its "
-    "SLO damage lands on later, mostly baseline-credited intervals, so the gate can promote the saboteur; and "
-    "the HPA baseline never raises the CPU limit the model lowered",
-)
 def test_always_down_model_is_contained(sabotage: dict[str, dict[str, list[float]]]) -> None:
     r = sabotage["always-down"]
     assert max(r["windows"]) <= FLOOR_WINDOWS, r
@@ -174,12 +174,19 @@ def test_always_down_model_on_the_local_stack_is_demoted_to_zero(stack: FaultSta
             timeout=24 * INTERVAL_S,
             what="the rollout ratio at 0",
         )
+        # Distrusted, the baseline moves the limit the model cut back to the workload's own (500m).
+        rec.wait(
+            lambda r: any(t > floor.first_seen and c in ("500m", "0.5") for t, _, c in r.replica_history()),
+            timeout=12 * INTERVAL_S,
+            what="the CPU limit back at 500m after the demotion",
+        )
         time.sleep(2 * INTERVAL_S)
         history = rec.replica_history()
         seen = rec.snapshot()
     why = stack.diagnostics(rec)
-    # 0.4 → 0 takes two demoting windows (backoff 0.2); windows that hold (too few samples) may come between.
-    assert int(floor.state["gate"]["windows"]) <= 2 * FLOOR_WINDOWS, why
+    # 0.4 → 0 takes two demoting windows (backoff 0.2); windows that hold (too few samples) or promote
+    # on a lucky pair of intervals may come between: with windows of 2, a window is 10 s.
+    assert int(floor.state["gate"]["windows"]) <= STACK_FLOOR_WINDOWS, why
     assert all(r >= 1 for _, r, _ in history), why  # minReplicas
     assert all(int(c.rstrip("m")) >= 250 for _, _, c in history if c.endswith("m")), why  # cpuLimitMin
     assert all(s.source == "baseline" for s in seen if s.number > floor.number), why

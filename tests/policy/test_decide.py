@@ -10,7 +10,7 @@ from random_model import random_mlp_onnx
 
 from rlscale.policy.actions import ACTION_BY_NAME, N_ACTIONS
 from rlscale.policy.decide import ControllerState, DecisionConfig, decide
-from rlscale.policy.gate import GateConfig
+from rlscale.policy.gate import GateConfig, GateState, choose
 from rlscale.policy.limits import ScalingLimits
 from rlscale.policy.model import PolicyModel
 from rlscale.policy.reward import Objective, RewardWeights, reward
@@ -120,3 +120,54 @@ def test_reward_terms_point_the_right_way():
     assert r(error_rate=0.2) < r()
     assert r(allocated_cpu_m=20_000) < r()
     assert r(limits_changed=1) < r(replicas_changed=1) < r()
+
+
+def _gradual_seed(draws: list[str]) -> GateConfig:
+    """A gradual gate (ratio 0.5) whose first draws are ``draws``: found by search, not hoped for."""
+    for seed in range(1000):
+        cfg = GateConfig(mode="gradual", initial_ratio=0.5, window_decisions=1000, seed=seed)
+        state = GateState.initial(cfg)
+        if [choose(cfg, state) for _ in draws] == draws:
+            return cfg
+    raise AssertionError(f"no seed below 1000 draws {draws}")
+
+
+def test_a_cuts_late_damage_is_billed_to_the_cut_not_to_the_baseline_holding_after_it():
+    cfg = DecisionConfig(gate=_gradual_seed(["learned", "baseline", "baseline"]))
+    model = prefer("replicas-50%")
+    d1, state = decide(make_obs(), cfg, ControllerState.initial(cfg), model)  # type: ignore[arg-type]
+    assert (d1.source, d1.replicas) == ("learned", 3)
+    slow = {"replicas": 3, "ready_replicas": 3, "latency_p99_ms": 900.0, "cpu_utilization": 0.7}
+    d2, state = decide(make_obs(timestamp=T0 + 15, **slow), cfg, state, model)  # type: ignore[arg-type]
+    d3, state = decide(make_obs(timestamp=T0 + 30, **slow), cfg, state, model)  # type: ignore[arg-type]
+    assert (d2.source, d3.source) == ("baseline", "baseline") and d2.replicas == 3  # the HPA holds at 0.7
+    # Both violating intervals are the cut's: the second followed a baseline hold.
+    assert (state.gate.learned_violations, state.gate.learned_n, state.gate.baseline_n) == (2, 2, 0)
+
+
+def test_a_distrusted_models_limit_cut_is_put_back_by_the_baseline():
+    cfg = DecisionConfig(gate=_gradual_seed(["learned", "baseline", "baseline"]))
+    d1, state = decide(make_obs(), cfg, ControllerState.initial(cfg), prefer("cpu-1"))  # type: ignore[arg-type]
+    assert (d1.source, d1.cpu_limit_m) == ("learned", 250) and state.reference_limits == (500, 512)
+    state.gate.distrusted = True  # as a demotion leaves it (the gate's own tests show when)
+    cut = {"cpu_limit_m": 250, "cpu_utilization": 0.7}
+    # Within the limit cooldown the baseline keeps the limits and still scales as the HPA does.
+    d2, state = decide(make_obs(timestamp=T0 + 15, **cut, latency_p99_ms=100.0), cfg, state, prefer("cpu-1"))  # type: ignore[arg-type]
+    assert (d2.source, d2.cpu_limit_m) == ("baseline", 250)
+    d3, state = decide(make_obs(timestamp=T0 + 900, **cut), cfg, state, prefer("cpu-1"))  # type: ignore[arg-type]
+    assert (d3.source, d3.cpu_limit_m, d3.memory_limit_mib) == ("baseline", 500, 512)
+    assert "limits back to the workload's own (500m CPU, 512Mi memory)" in d3.explanation
+
+
+def test_a_trusted_model_keeps_its_limits_and_a_users_edit_becomes_the_reference():
+    cfg = DecisionConfig(gate=_gradual_seed(["learned", "baseline", "baseline"]))
+    _, state = decide(make_obs(), cfg, ControllerState.initial(cfg), prefer("cpu-1"))  # type: ignore[arg-type]
+    d2, state = decide(make_obs(timestamp=T0 + 900, cpu_limit_m=250), cfg, state, prefer("cpu-1"))  # type: ignore[arg-type]
+    assert (d2.source, d2.cpu_limit_m) == ("baseline", 250)  # not distrusted: the model's limits stand
+    _, state = decide(make_obs(timestamp=T0 + 915, cpu_limit_m=750), cfg, state, prefer("cpu-1"))  # type: ignore[arg-type]
+    assert state.reference_limits == (750, 512)  # neither seen nor set by rlscale: a user's edit
+    restored = ControllerState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert (restored.reference_limits, restored.seen_limits, restored.set_limits) == (
+        state.reference_limits, state.seen_limits, state.set_limits,
+    )  # fmt: skip
+    assert ControllerState.from_dict({"gate": state.gate.to_dict()}).reference_limits is None  # an older status

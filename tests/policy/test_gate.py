@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rlscale.policy.gate import GateConfig, GateState, choose, record_outcome
+from rlscale.policy.gate import GateConfig, GateState, choose, credited, note_decision, record_outcome
 
 
 def test_shadow_never_lets_learned_act_and_full_always_does():
@@ -117,3 +117,66 @@ def test_a_state_stored_before_a_field_existed_still_restores():
     old = {"ratio": 0.4, "counter": 12, "learned_violations": 1, "retired_field": 3}
     state = GateState.from_dict(old)
     assert state.ratio == 0.4 and state.counter == 12 and state.baseline_violations == 0
+
+
+def test_a_reduction_is_billed_the_intervals_after_it_whoever_holds_in_between():
+    """An always-down model's damage arrives after its cut: the next ``credit_intervals`` are its own."""
+    cfg = GateConfig(mode="gradual", credit_intervals=3)
+    state = GateState.initial(cfg)
+    note_decision(cfg, state, "learned", reduced=True, increased=False, blocked=False)
+    assert [credited(state, "baseline") for _ in range(4)] == ["learned", "learned", "learned", "baseline"]
+
+
+def test_an_increase_is_billed_one_interval_and_a_newer_change_takes_over():
+    cfg = GateConfig(mode="gradual", credit_intervals=3)
+    state = GateState.initial(cfg)
+    note_decision(cfg, state, "learned", reduced=False, increased=True, blocked=False)
+    assert [credited(state, "baseline") for _ in range(2)] == ["learned", "baseline"]
+    note_decision(cfg, state, "learned", reduced=True, increased=False, blocked=False)
+    assert credited(state, "baseline") == "learned"
+    note_decision(cfg, state, "baseline", reduced=True, increased=False, blocked=False)  # a newer cut
+    assert [credited(state, "learned") for _ in range(4)] == ["baseline", "baseline", "baseline", "learned"]
+
+
+def test_a_hold_forced_by_the_other_policys_cooldown_is_billed_to_that_policy():
+    """The HPA kept from scaling down by the cooldown a model's jump to the maximum started: the model pays."""
+    cfg = GateConfig(mode="gradual", credit_intervals=3)
+    state = GateState.initial(cfg)
+    note_decision(cfg, state, "learned", reduced=False, increased=True, blocked=False)
+    assert credited(state, "learned") == "learned"
+    note_decision(cfg, state, "baseline", reduced=False, increased=False, blocked=True)
+    assert credited(state, "baseline") == "learned"
+    note_decision(cfg, state, "baseline", reduced=False, increased=False, blocked=False)
+    assert credited(state, "baseline") == "baseline"
+    # Blocked by a cooldown of its own change: its own interval.
+    note_decision(cfg, state, "baseline", reduced=False, increased=True, blocked=False)
+    credited(state, "baseline")
+    note_decision(cfg, state, "baseline", reduced=False, increased=False, blocked=True)
+    assert credited(state, "learned") == "learned" and state.holder_left == 0
+
+
+def test_a_demotion_distrusts_the_model_until_a_promotion():
+    cfg = GateConfig(mode="gradual", initial_ratio=0.5, window_decisions=10)
+    state = GateState.initial(cfg)
+    assert not state.distrusted
+    window(cfg, state, learned=0.4, baseline=0.5)
+    assert state.distrusted and state.ratio == pytest.approx(0.3)
+    for _ in range(cfg.window_decisions):
+        record_outcome(cfg, state, "baseline", 0.5, False)  # held: no learned samples
+    assert state.distrusted
+    window(cfg, state, learned=1.0, baseline=0.5)
+    assert not state.distrusted and state.ratio == pytest.approx(0.4)
+
+
+def test_the_baselines_repair_of_a_models_cut_does_not_take_over_the_cuts_bill():
+    """Seen on the local stack: the HPA's scale-up after an always-down cut was billed the cut's violations."""
+    cfg = GateConfig(mode="gradual", credit_intervals=3)
+    state = GateState.initial(cfg)
+    note_decision(cfg, state, "learned", reduced=True, increased=False, blocked=False)
+    assert credited(state, "baseline") == "learned"
+    note_decision(cfg, state, "baseline", reduced=False, increased=True, blocked=False)  # the repair
+    assert [credited(state, "baseline") for _ in range(3)] == ["learned", "learned", "baseline"]
+    # A model's increase always takes over: its cost is its own, whatever the baseline cut before.
+    note_decision(cfg, state, "baseline", reduced=True, increased=False, blocked=False)
+    note_decision(cfg, state, "learned", reduced=False, increased=True, blocked=False)
+    assert [credited(state, "baseline") for _ in range(2)] == ["learned", "baseline"]

@@ -20,6 +20,9 @@ Each bug is a classic autoscaler mistake, smallest possible:
 * ``forget_state`` — the controller state stored in status is ignored on start-up (an
   operator that keeps its memory in-process only): decision numbers and the gate restart.
 * ``never_demote`` — the rollout gate never lowers the learned policy's ratio.
+* ``one_interval_credit`` — the gate of the release before the fault suite: each interval is
+  credited only to whoever decided into it, and the baseline never moves a limit back (a
+  scale-down's late damage is billed to the baseline, so an always-down model is promoted).
 """
 
 from __future__ import annotations
@@ -108,12 +111,28 @@ def _never_demote() -> None:
     gate._move = _move
 
 
+def _one_interval_credit() -> None:
+    import importlib
+
+    decide = importlib.import_module("rlscale.policy.decide")  # the package re-exports a function of that name
+
+    def credited(state, decided_by):  # type: ignore[no-untyped-def]
+        return decided_by
+
+    def restored_limits(self, cpu_limit_m, memory_limit_mib):  # type: ignore[no-untyped-def]
+        return cpu_limit_m, memory_limit_mib
+
+    decide.credited = credited  # looked up in decide's globals at call time
+    decide.ControllerState.restored_limits = restored_limits  # type: ignore[method-assign]
+
+
 _BUGS = {
     "unknown_as_zero": _unknown_as_zero,
     "keep_stale_model": _keep_stale_model,
     "stuck_after_api_error": _stuck_after_api_error,
     "forget_state": _forget_state,
     "never_demote": _never_demote,
+    "one_interval_credit": _one_interval_credit,
 }
 
 if _BUG:
