@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup test lint unit e2e faults bench model experiments demo tools manifests clean
+.PHONY: help setup test lint unit e2e faults bench model experiments budget demo tools manifests clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ experiments: ## re-run the papers' experiments (docs/experiments.md): tables, JS
 	for e in five-levels orchestration grpo actor-critic-alibaba; do \
 	  $(VENV)/bin/rlscale reproduce $$e --json --plot runs/experiments/$$e.png > runs/experiments/$$e.json || exit 1; \
 	done
+
+budget: ## several services in one capacity budget (docs/budget.md): pairs and triples of traces, 3 seeds, in runs/budget/
+	scripts/budget-study.sh
 
 tools: ## build the Go tools (kube-apiserver & co., etcd, kwok, helm, kindcheck) into the cache
 	tools/build-tools.sh

@@ -35,7 +35,13 @@ def _trace_path(value: str) -> Path:
     required=True,
     help="Repeatable, at least twice: a trace file, or a file name in the shared traces folder.",
 )
-@click.option("--budget-cores", type=click.FloatRange(min=0.001), required=True, help="CPU cores the members share.")
+@click.option("--budget-cores", type=click.FloatRange(min=0.001), default=None, help="CPU cores the members share.")
+@click.option(
+    "--budget-fraction",
+    type=click.FloatRange(min=0.01, max=10),
+    default=None,
+    help="Instead of --budget-cores: this share of what the tuned HPAs hold together at the peak without a budget.",
+)
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--window", type=click.Choice(["train", "validation", "test", "all"]), default="test", show_default=True)
 @click.option(
@@ -59,7 +65,8 @@ def _trace_path(value: str) -> Path:
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a PNG.")
 def evaluate_budget_cmd(
     traces: tuple[str, ...],
-    budget_cores: float,
+    budget_cores: float | None,
+    budget_fraction: float | None,
     seeds: int,
     window: str,
     hours: float,
@@ -79,6 +86,10 @@ def evaluate_budget_cmd(
         raise click.BadParameter(
             "give at least two traces: a budget is shared by several services", param_hint="--trace"
         )
+    if (budget_cores is None) == (budget_fraction is None):
+        raise click.BadParameter(
+            "give exactly one of --budget-cores and --budget-fraction", param_hint="--budget-cores"
+        )
     loaded = [load_trace(_trace_path(t)) for t in traces]
     result = evaluate_budget(
         loaded,
@@ -87,6 +98,7 @@ def evaluate_budget_cmd(
         model=_load_model(model),
         coordinated_model=_load_model(coordinated_model) if coordinated_model is not None else None,
         reclaim_below=reclaim_below,
+        budget_fraction=budget_fraction,
         seeds=range(seeds),
         window=window,
         hours=hours,

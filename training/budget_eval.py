@@ -30,6 +30,7 @@ import numpy as np
 
 from rlscale.policy.baselines import BaselineConfig
 from rlscale.policy.budget import BudgetConfig, jain_index
+from rlscale.policy.decide import DecisionConfig
 from rlscale.policy.model import PolicyModel
 from rlscale.training.budget_sim import BudgetColumn, run_budget
 from rlscale.training.episodes import Controller, EpisodeLog
@@ -77,6 +78,8 @@ class BudgetEvaluation:
     windows: list[Trace]
     tuned_hpa: dict[str, float]
     logs: dict[str, list[list[EpisodeLog]]]  # policy -> [seed][member]
+    #: The most CPU the tuned HPAs hold together without a budget (max over intervals, mean over seeds).
+    peak_demand_cores: float | None = None
 
     def report(self) -> dict[str, Any]:
         """The ``--json`` object: ``{"budget_cores", "seeds", "policies": {...}}`` plus provenance."""
@@ -103,6 +106,7 @@ class BudgetEvaluation:
         return {
             "budget_cores": self.budget_cores,
             "seeds": len(self.seeds),
+            "peak_demand_cores": self.peak_demand_cores,
             "policies": policies,
             "traces": [t.provenance() for t in self.windows],
             "tuned_hpa_target_utilization": self.tuned_hpa,
@@ -136,9 +140,18 @@ def _seed_metrics(member_logs: Sequence[EpisodeLog], budget_cores: float) -> dic
     }
 
 
+def peak_demand(sim: SimConfig, windows: Sequence[Trace], hpa: Sequence[DecisionConfig], seeds: Sequence[int]) -> float:
+    """The most CPU (cores) the members' tuned HPAs hold together, unbudgeted: max over intervals, mean over seeds."""
+    unbounded = BudgetConfig(cpu_m=10**12)
+    columns = [BudgetColumn(tuple(Controller(c) for c in hpa), "fcfs", int(seed)) for seed in seeds]
+    logs = run_budget(sim, windows, unbounded, columns)
+    peaks = [float(np.sum([m.steps["cpu_allocated_m"] for m in members], axis=0).max()) / 1000.0 for members in logs]
+    return float(np.mean(peaks))
+
+
 def evaluate_budget(
     traces: Sequence[Trace],
-    budget_cores: float,
+    budget_cores: float | None,
     *,
     sim: SimConfig,
     model: PolicyModel,
@@ -148,6 +161,7 @@ def evaluate_budget(
     criterion: TuneCriterion = "reward",
     coordinated_model: PolicyModel | None = None,
     reclaim_below: float | None = None,
+    budget_fraction: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> BudgetEvaluation:
     """Run the three policies of the module docstring under one budget of ``budget_cores``.
@@ -156,7 +170,11 @@ def evaluate_budget(
     training window only). ``coordinated_model`` defaults to ``model`` (the shipped policy
     with the budget's headroom in its mask and fair arbitration); ``reclaim_below`` overrides
     the fair rule's :attr:`~rlscale.policy.budget.BudgetConfig.reclaim_below` (0: never take back).
+    ``budget_fraction`` instead of ``budget_cores`` sets the budget to that share of
+    :func:`peak_demand` (so that it binds at the peaks by a known margin).
     """
+    if (budget_cores is None) == (budget_fraction is None):
+        raise ValueError("give exactly one of budget_cores and budget_fraction")
     if len(traces) < 2:
         raise ValueError("give at least two traces: a budget is shared by several services")
     say = progress or (lambda _msg: None)
@@ -171,6 +189,11 @@ def evaluate_budget(
         chosen = tune_baseline("hpa", sim, t.split().train, criterion=criterion).chosen
         tuned[name] = chosen.hpa.target_utilization
         hpa_cfgs.append(decision_config(sim, chosen))
+    say("measuring the tuned HPAs' peak demand without a budget")
+    demand = peak_demand(sim, windows, hpa_cfgs, seeds)
+    if budget_fraction is not None:
+        budget_cores = round(budget_fraction * demand, 1)
+    assert budget_cores is not None
     learned_cfg = decision_config(sim, BaselineConfig(kind="hpa"), learned=True)
     coord = coordinated_model if coordinated_model is not None else model
     columns: list[BudgetColumn] = []
@@ -189,14 +212,17 @@ def evaluate_budget(
     for k in range(len(seeds)):
         for i, p in enumerate(BUDGET_POLICIES):
             by_policy[p].append(logs[k * len(BUDGET_POLICIES) + i])
-    return BudgetEvaluation(budget_cores, [int(s) for s in seeds], members, windows, tuned, by_policy)
+    return BudgetEvaluation(budget_cores, [int(s) for s in seeds], members, windows, tuned, by_policy, demand)
 
 
 def format_budget(report: dict[str, Any]) -> str:
     """The report as a plain-text table."""
     members = list(next(iter(report["policies"].values()))["members"])
+    peak = report.get("peak_demand_cores")
     lines = [
-        f"budget {report['budget_cores']} cores, {report['seeds']} seed(s); members: {', '.join(members)}",
+        f"budget {report['budget_cores']} cores"
+        + (f" (the tuned HPAs' peak without a budget: {peak:.1f})" if peak else "")
+        + f", {report['seeds']} seed(s); members: {', '.join(members)}",
         f"{'policy':<12} {'SLO-viol min':>12} {'vs hpa':>7} {'Jain':>6} {'util':>6} {'binds':>6}  per member (min)",
     ]
     for name, p in report["policies"].items():

@@ -123,5 +123,14 @@ def test_evaluate_budget_json_shape(tmp_path: Path) -> None:
         total = sum(m["slo_violation_minutes"] for m in p["members"].values())
         assert p["slo_violation_minutes_total"] == pytest.approx(total)
     assert plot.stat().st_size > 0
+    assert doc["peak_demand_cores"] > 0
+    relative = CliRunner().invoke(
+        evaluate_budget_cmd, [*args[:4], "--budget-fraction", "0.5", "--seeds", "1", "--json"]
+    )
+    assert relative.exit_code == 0, relative.output
+    rel = json.loads(relative.output.strip().splitlines()[-1])
+    assert rel["budget_cores"] == pytest.approx(0.5 * rel["peak_demand_cores"], abs=0.05)
     one = CliRunner().invoke(evaluate_budget_cmd, ["--trace", str(a), "--budget-cores", "4"])
     assert one.exit_code != 0 and "at least two" in one.output
+    both = CliRunner().invoke(evaluate_budget_cmd, [*args[:4], "--budget-cores", "4", "--budget-fraction", "0.5"])
+    assert both.exit_code != 0 and "exactly one" in both.output
