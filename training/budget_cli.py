@@ -116,3 +116,46 @@ def evaluate_budget_cmd(
     click.echo(format_budget(report))
     if plot is not None:
         click.echo(f"plot: {plot}")
+
+
+@click.command("train-budget")
+@click.option("--trace", "traces", multiple=True, required=True, help="Repeatable, at least twice: the members.")
+@click.option("--budget-cores", type=click.FloatRange(min=0.001), required=True, help="CPU cores the members share.")
+@click.option("--minutes", type=click.FloatRange(min=0.01), default=10.0, show_default=True, help="Wall-clock budget.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--groups", type=click.IntRange(min=1), default=8, show_default=True, help="Budgets played at once.")
+@click.option("--fairness-weight", type=click.FloatRange(min=0), default=0.5, show_default=True)
+@click.option("--init-from", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: shipped.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The ONNX model to write.")
+def train_budget_cmd(
+    traces: tuple[str, ...],
+    budget_cores: float,
+    minutes: float,
+    seed: int,
+    groups: int,
+    fairness_weight: float,
+    init_from: Path | None,
+    out: Path,
+) -> None:
+    """Train the coordinated agents (shared parameters, fairness term) on the traces' training windows."""
+    from rlscale.training.budget_train import train_coordinated
+    from rlscale.training.cli import _load_model
+    from rlscale.training.export import write_model
+    from rlscale.training.workloads import load_trace
+
+    if len(traces) < 2:
+        raise click.BadParameter(
+            "give at least two traces: a budget is shared by several services", param_hint="--trace"
+        )
+    data = train_coordinated(
+        _load_model(init_from),
+        [load_trace(_trace_path(t)) for t in traces],
+        budget_cores,
+        minutes=minutes,
+        seed=seed,
+        groups=groups,
+        fairness_weight=fairness_weight,
+        progress=lambda msg: click.echo(msg, err=True),
+    )
+    write_model(out, data)
+    click.echo(f"wrote {out}")

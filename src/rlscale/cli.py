@@ -24,6 +24,7 @@ _COMMANDS: dict[str, str] = {
     "run": "rlscale.operator.cli:run",
     "seed000": "rlscale.training.cli:seed000_cmd",
     "train": "rlscale.training.cli:train_cmd",
+    "train-budget": "rlscale.training.budget_cli:train_budget_cmd",
 }
 
 
