@@ -30,6 +30,9 @@ e2e: ## the end-to-end tier on the local control plane
 faults: ## the fault suite (tests/faults): API server/etcd/Prometheus/operator faults, sabotaged models
 	RLSCALE_TOOLS_BIN=$$(tools/build-tools.sh | tail -n 1) $(VENV)/bin/pytest -m faults tests/faults
 
+soak: ## the fault suite's soak: 100 policies, 5 s interval, 60 min, real Prometheus; exits 1 on a leak (ARGS="--duration 600")
+	RLSCALE_TOOLS_BIN=$$(tools/build-tools.sh | tail -n 1) $(PY) bench/operator_scale.py --soak $(ARGS)
+
 bench: ## benchmarks (print numbers; no assertions)
 	$(PY) bench/decide_latency.py
 	$(PY) bench/sim_throughput.py

@@ -77,6 +77,7 @@ import psutil
 # bench/ is sys.path[0] when this file is run as a script.
 from _exporter import ExporterServer, NamespaceExporter
 from _fake_prometheus import CPU_LIMIT_CORES, FakePrometheus, Workload
+from _soak import BOUNDS, SoakSamples, summarise
 from kubernetes import config as k8s_config
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -508,6 +509,7 @@ class Result:
     status_writes: int = 0
     status_writes_skipped: int = 0
     decision_batches: int = 0
+    soak: dict[str, Any] = field(default_factory=dict)  # with --soak: bench/_soak.py's figures and verdict
 
     def summary(self) -> dict[str, Any]:
         """The fields the issue's JSON asks for, first, then everything else."""
@@ -651,6 +653,8 @@ def run_one(n: int, args: argparse.Namespace, bin_dir: Path, replicas: int = 1) 
         per_replica_rss: list[list[float]] = [[] for _ in op_pids]
         prom_rss: list[float] = []
         sockets: list[int] = []
+        soak = SoakSamples([], [], [], [], [])
+        op_proc = psutil.Process(op_pid)
         # A whole number of intervals: every policy is due the same number of times in it whatever its phase
         # (with aligned ticks a namespace's policies are due together, so a window edge that cut a tick
         # would count or miss a whole namespace).
@@ -663,6 +667,8 @@ def run_one(n: int, args: argparse.Namespace, bin_dir: Path, replicas: int = 1) 
             if pids.get("prometheus"):
                 prom_rss.append(rss_mib(int(pids["prometheus"] or 0)))
             sockets.append(socket_count(op_pid))
+            threads, fds = op_proc.num_threads(), op_proc.num_fds()
+            soak.add(time.monotonic() - wall0, per_replica_rss[0][-1], threads, sockets[-1], fds)
             time.sleep(1.0)
         wall1, host1 = time.monotonic(), host_busy_seconds()
         cpu1 = {k: cpu_seconds(p) for k, p in pids.items() if p}
@@ -732,6 +738,7 @@ def run_one(n: int, args: argparse.Namespace, bin_dir: Path, replicas: int = 1) 
             prometheus_rss_mib=round(statistics.median(prom_rss), 1) if prom_rss else None,
             status_writes=round(delta_by("rlscale_status_writes_total", "written")),
             status_writes_skipped=round(delta_by("rlscale_status_writes_total", "skipped")),
+            soak=summarise(soak, min(count_below(interval, lag), made) / due if due else math.nan) if args.soak else {},
             decision_batches=round(bucket_delta(scrape0, scrape1, "rlscale_decision_batch_size")[-1][1])
             if bucket_delta(scrape0, scrape1, "rlscale_decision_batch_size")
             else 0,
@@ -999,7 +1006,20 @@ def main() -> None:
         metavar="PATH",
         help='print {"runs": [...]} as JSON at the end (to PATH if given, else to stdout)',
     )
+    parser.add_argument(
+        "--soak",
+        action="store_true",
+        help="the fault suite's soak (docs/operator.md): unless given otherwise, 100 adopted policies at a 5 s "
+        "interval for 3600 s against a real Prometheus; judges RSS slope, threads, sockets, fds and on-time "
+        "against bench/_soak.py's bounds and exits 1 if any fails",
+    )
     args = parser.parse_args()
+    if args.soak:
+        soak = {"policies": [100], "interval": 5, "duration": 3600.0, "prometheus": "real"}
+        for key, value in soak.items():
+            if getattr(args, key) == parser.get_default(key):  # not given on the command line
+                setattr(args, key, value)
+        args.adopted = True
 
     bin_dir = locate_tools_bin(("etcd", "kube-apiserver", "helm"))
     if args.prometheus == "fake":
@@ -1018,12 +1038,31 @@ def main() -> None:
             results.append(r)
             print(json.dumps(_jsonable(r.summary())), flush=True)
     print_table(results)
+    verdicts = [r.soak for r in results if r.soak]
+    for r in results:
+        if r.soak:
+            head = f"soak, {r.policies} policies at {r.interval_s} s for {r.window_s / 60:.0f} min"
+            print(f"{head}: {_soak_line(r.soak)}")
     if args.json:
         text = json.dumps({"runs": [_jsonable(r.summary()) for r in results]}, indent=2)
         if args.json == "-":
             print(text)
         else:
             Path(args.json).write_text(text)
+    if any(not v["passed"] for v in verdicts):
+        sys.exit(1)
+
+
+def _soak_line(v: Mapping[str, Any]) -> str:
+    """One line of the soak's figures and verdict."""
+    return (
+        f"RSS {v['rss_first_mib']:.0f} -> {v['rss_last_mib']:.0f} MiB, slope {v['rss_slope_mib_per_h']:+.1f} MiB/h "
+        f"over the last two thirds (bound {BOUNDS['rss_slope_mib_per_h']}; whole window "
+        f"{v['rss_slope_whole_mib_per_h']:+.1f}); threads {v['threads_first']:.0f} -> {v['threads_last']:.0f}, "
+        f"sockets {v['sockets_first']:.0f} -> {v['sockets_last']:.0f}, fds {v['fds_first']:.0f} -> "
+        f"{v['fds_last']:.0f}; on time {100 * v['on_time_fraction']:.2f}% -> "
+        + ("PASSED" if v["passed"] else f"FAILED {v['failed']}")
+    )
 
 
 if __name__ == "__main__":

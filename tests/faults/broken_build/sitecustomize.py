@@ -23,6 +23,8 @@ Each bug is a classic autoscaler mistake, smallest possible:
 * ``one_interval_credit`` — the gate of the release before the fault suite: each interval is
   credited only to whoever decided into it, and the baseline never moves a limit back (a
   scale-down's late damage is billed to the baseline, so an always-down model is promoted).
+* ``leak_per_reconcile`` — every reconcile keeps 16 KiB alive forever (a cache without
+  eviction): what the soak (``make soak``) exists to catch.
 """
 
 from __future__ import annotations
@@ -126,6 +128,19 @@ def _one_interval_credit() -> None:
     decide.ControllerState.restored_limits = restored_limits  # type: ignore[method-assign]
 
 
+def _leak_per_reconcile() -> None:
+    from rlscale.operator import reconcile
+
+    original = reconcile.Reconciler.reconcile
+    kept: list[bytearray] = []
+
+    async def leaky(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        kept.append(bytearray(16 * 1024))
+        return await original(self, *args, **kwargs)
+
+    reconcile.Reconciler.reconcile = leaky  # type: ignore[method-assign]
+
+
 _BUGS = {
     "unknown_as_zero": _unknown_as_zero,
     "keep_stale_model": _keep_stale_model,
@@ -133,6 +148,7 @@ _BUGS = {
     "forget_state": _forget_state,
     "never_demote": _never_demote,
     "one_interval_credit": _one_interval_credit,
+    "leak_per_reconcile": _leak_per_reconcile,
 }
 
 if _BUG:
