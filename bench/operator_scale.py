@@ -587,7 +587,9 @@ def run_one(n: int, args: argparse.Namespace, bin_dir: Path, replicas: int = 1) 
             world.call(world.create_namespace(ns))
         admin = k8s_config.new_client_from_config(config_file=str(cluster.kubeconfig))
         values = {"watchNamespaces": namespaces}
-        release = helm_install(bin_dir / "helm", cluster.kubeconfig, RELEASE, OPERATOR_NS, values, work)
+        release = helm_install(
+            bin_dir / "helm", cluster.kubeconfig, RELEASE, OPERATOR_NS, values, work, shard_replicas=replicas
+        )
         sa_kubeconfig = service_account_kubeconfig(
             admin, cluster.server, cluster.ca_file, OPERATOR_NS, release.service_account, work / "operator.kubeconfig"
         )

@@ -322,3 +322,21 @@ def test_kind_demo_script_installs_the_stack(cluster: LocalCluster, kubectl: Run
     )
     assert summary.returncode == 0, summary.stderr
     assert "deployment now:" in summary.stdout and "Prometheus UI" in summary.stdout
+
+
+def test_devstack_install_for_sharded_replicas_grants_their_leases_and_runs_no_pod(
+    cluster: LocalCluster, api: client.ApiClient, tmp_path: Any
+) -> None:
+    """``helm_install(shard_replicas=2)`` (the scale benchmark's two-replica runs): the chart's Lease rights, no pod."""
+    from rlscale.devstack.operator_stack import helm_install
+
+    ns = f"shardrbac-{uuid.uuid4().hex[:6]}"
+    release = helm_install(
+        cluster.bin_dir / "helm", cluster.kubeconfig, ns, ns, {"watchNamespaces": [ns]}, tmp_path, shard_replicas=2
+    )
+    sa = (ns, release.service_account)
+    for verb in ("list", "create", "patch"):
+        assert _can(api, sa, verb, "coordination.k8s.io", "leases", namespace=ns), verb
+    assert not _can(api, sa, "patch", "coordination.k8s.io", "leases", namespace="default")
+    deployments = client.AppsV1Api(api).list_namespaced_deployment(ns).items
+    assert [d.spec.replicas for d in deployments] == [0]

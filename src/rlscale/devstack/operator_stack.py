@@ -6,6 +6,8 @@ tests prove:
 * :func:`helm_install` installs ``charts/rlscale`` with the real ``helm`` (CRDs,
   ServiceAccount, RBAC). ``replicaCount`` is forced to 0: there is no kubelet, so the
   chart's operator Deployment would only produce a fake "Running" pod that does nothing.
+  ``shard_replicas`` > 1 renders the chart as for that many replicas (their Lease Role)
+  and then scales its Deployment to 0: the replicas run as processes with its ServiceAccount.
 * :func:`service_account_kubeconfig` asks the TokenRequest API for a token of the chart's
   ServiceAccount and writes a kubeconfig holding only that token, so the operator runs
   with exactly the permissions the chart grants (and the audit log records its calls).
@@ -30,6 +32,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client
+from kubernetes import config as k8s_config
 
 from .procs import ComponentError, ManagedProcess, free_port, wait_until
 
@@ -76,10 +79,15 @@ def helm_install(
     *,
     chart: Path | None = None,
     timeout_s: float = 120.0,
+    shard_replicas: int = 0,
 ) -> ChartRelease:
-    """``helm install`` the chart (creating the namespace) with ``values`` plus ``replicaCount: 0``."""
+    """``helm install`` the chart (creating the namespace) with ``values`` plus ``replicaCount: 0``.
+
+    With ``shard_replicas`` > 1, ``replicaCount: shard_replicas`` instead (so the RBAC the chart
+    grants sharded replicas is installed), and the operator Deployment is then scaled to 0.
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
-    merged = {**dict(values), "replicaCount": 0}
+    merged = {**dict(values), "replicaCount": shard_replicas if shard_replicas > 1 else 0}
     values_file = work_dir / f"{release}-values.yaml"
     values_file.write_text(yaml.safe_dump(merged, sort_keys=False))
     argv = [
@@ -105,7 +113,21 @@ def helm_install(
     sa = str(((merged.get("serviceAccount") or {}).get("name")) or "")
     if not sa:
         sa = release if "rlscale" in release else f"{release}-rlscale"
+    if shard_replicas > 1:
+        _scale_to_zero(kubeconfig, namespace, release)
     return ChartRelease(release, namespace, sa, merged)
+
+
+def _scale_to_zero(kubeconfig: Path, namespace: str, release: str) -> None:
+    """Scale the release's Deployments to 0 (its operator pods would only be kwok's pretend ones)."""
+    api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+    try:
+        apps = client.AppsV1Api(api)
+        selector = f"app.kubernetes.io/instance={release}"
+        for dep in apps.list_namespaced_deployment(namespace, label_selector=selector).items:
+            apps.patch_namespaced_deployment_scale(dep.metadata.name, namespace, {"spec": {"replicas": 0}})
+    finally:
+        api.close()
 
 
 def service_account_kubeconfig(
