@@ -125,7 +125,9 @@ def _scale_to_zero(kubeconfig: Path, namespace: str, release: str) -> None:
         apps = client.AppsV1Api(api)
         selector = f"app.kubernetes.io/instance={release}"
         for dep in apps.list_namespaced_deployment(namespace, label_selector=selector).items:
-            apps.patch_namespaced_deployment_scale(dep.metadata.name, namespace, {"spec": {"replicas": 0}})
+            name = dep.metadata.name if dep.metadata is not None else None
+            if name:
+                apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": 0}})
     finally:
         api.close()
 
