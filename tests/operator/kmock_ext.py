@@ -37,6 +37,17 @@ RESOURCES: dict[str, kmock.ResourceInfo] = {
         shortnames={"asp"},
         subresources={"status"},
     ),
+    "rlscale.io/v1alpha1/capacitybudgets": kmock.ResourceInfo(
+        kind="CapacityBudget",
+        singular="capacitybudget",
+        namespaced=True,
+        verbs={"get", "list", "watch", "patch", "create", "delete", "update"},
+        shortnames={"capb"},
+        subresources={"status"},
+    ),
+    "v1/resourcequotas": kmock.ResourceInfo(
+        kind="ResourceQuota", singular="resourcequota", namespaced=True, verbs={"get", "list", "watch", "create"}
+    ),
     "apps/v1/deployments": kmock.ResourceInfo(
         kind="Deployment",
         singular="deployment",
