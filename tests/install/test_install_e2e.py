@@ -280,8 +280,8 @@ def test_rbac_scopes_match_discovery(kubectl: Run, peering_crds: None) -> None:
         group = version.split("/")[0] if "/" in version else ""
         namespaced[(group, fields[0])] = fields[idx] == "true"
     crd_scopes = {
-        ("rlscale.io", "autoscalepolicies"): load_docs(CHART / "crds" / "autoscalepolicy.yaml")[0]["spec"]["scope"]
-        == "Namespaced"
+        ("rlscale.io", plural): load_docs(CHART / "crds" / f"{singular}.yaml")[0]["spec"]["scope"] == "Namespaced"
+        for plural, singular in (("autoscalepolicies", "autoscalepolicy"), ("capacitybudgets", "capacitybudget"))
     }
     for (group, resource), bucket in sync.PLACEMENT.items():
         base = resource.split("/")[0]
