@@ -10,8 +10,8 @@ grant, and writes the budget's status (every member's share, demand, refusal and
 
 A member that did not ask this round (its reconcile is late, refused, or finishing a
 pending change) is counted at what it holds — the allocation it was last granted, else
-what its own reconcile last reported — and is granted exactly that: capacity is never
-handed out from under a member that did not take part.
+what its Deployment holds now — and is granted exactly that: capacity is never handed out
+from under a member that did not take part.
 
 Restart-safe by construction: the arbitration keeps no state that decides anything. What
 a member holds is read from its Deployment every round; the last grants kept here are only
@@ -34,6 +34,7 @@ from kubernetes.utils import parse_quantity
 
 from rlscale.operator.budget_models import BudgetMemberStatus, CapacityBudgetSpec, CapacityBudgetStatus
 from rlscale.operator.kube import ApiError, KubeApi
+from rlscale.operator.observe import TargetError, deployment_view
 from rlscale.policy.budget import Arbitration, BudgetConfig, Grant, MemberRequest, arbitrate
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class Membership:
     spec: CapacityBudgetSpec
     members: tuple[str, ...]
     generation: int = 0
+    #: (member, Deployment, first managed container) of the members whose target is known.
+    targets: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass
@@ -142,6 +145,11 @@ class BudgetArbiter:
             await self._write(namespace, name, CapacityBudgetStatus(message=str(exc)))
             return
         held = self._held.setdefault(key, {})
+        for member, deployment, container in rnd.membership.targets:
+            if member not in asked and member not in held:
+                found = await self._holding(namespace, member, deployment, container)
+                if found is not None:
+                    held[member] = found
         absent = [_hold(held[m]) for m in rnd.membership.members if m not in asked and m in held]
         requests = [asked[m] for m in asked] + absent
         result = arbitrate(budget, requests, order=list(asked) + [a.name for a in absent])
@@ -155,6 +163,19 @@ class BudgetArbiter:
         for gone in set(held) - set(rnd.membership.members):
             del held[gone]
         await self._write(namespace, name, self._status(rnd.membership, budget, result))
+
+    async def _holding(self, namespace: str, member: str, deployment: str, container: str) -> MemberRequest | None:
+        """What a member that has not taken part yet holds, read from its Deployment (None if unreadable)."""
+        try:
+            found = await self.kube.get_deployment(namespace, deployment)
+            if found is None:
+                return None
+            view = deployment_view(found, [container])
+        except (ApiError, TargetError) as exc:
+            log.warning("CapacityBudget member %s/%s: cannot read what it holds: %s", namespace, member, exc)
+            return None
+        r, c, m = view.replicas, view.primary.cpu_limit_m, view.primary.memory_limit_mib
+        return MemberRequest(member, r, c, m, r, c, m)
 
     def _status(self, membership: Membership, budget: BudgetConfig, result: Arbitration) -> CapacityBudgetStatus:
         return CapacityBudgetStatus(

@@ -202,10 +202,16 @@ def policy_targets(
 
 @kopf.index(API_GROUP, API_VERSION, PLURAL)  # type: ignore[arg-type]  # kopf types handlers as **kwargs-only
 def policy_labels(
-    namespace: str, name: str, labels: Mapping[str, str], **_: Any
-) -> dict[str, tuple[str, dict[str, str]]]:
-    """Policies by namespace, with their labels: a CapacityBudget selects its members among them."""
-    return {namespace: (name, dict(labels))}
+    namespace: str, name: str, labels: Mapping[str, str], spec: Mapping[str, Any], **_: Any
+) -> dict[str, tuple[str, dict[str, str], str, str]]:
+    """Policies by namespace, with their labels (a CapacityBudget selects its members among them) and target.
+
+    The target (Deployment, first managed container) lets the budget count what a member holds
+    before it has taken part in an arbitration.
+    """
+    target = str((spec.get("targetRef") or {}).get("name") or "")
+    containers = spec.get("containers") or [""]
+    return {namespace: (name, dict(labels), target, str(containers[0]))}
 
 
 @kopf.index(API_GROUP, API_VERSION, BUDGET_PLURAL)  # type: ignore[arg-type]  # kopf types handlers as **kwargs-only
@@ -221,7 +227,7 @@ def find_budget(
     name: str,
     labels: Mapping[str, str],
     budgets: Iterable[tuple[str, Mapping[str, Any], int]],
-    policies: Iterable[tuple[str, Mapping[str, str]]],
+    policies: Iterable[tuple[str, Mapping[str, str], str, str]],
 ) -> Membership | None:
     """The CapacityBudget that selects this policy, with every member; None when none does.
 
@@ -237,8 +243,10 @@ def find_budget(
         selector = spec.policy_selector.match_labels
         if not selects(selector, labels):
             continue
-        members = sorted({n for n, lab in policies if selects(selector, lab)} | {name})
-        return Membership(budget_name, spec, tuple(members), generation)
+        selected = {n: (target, container) for n, lab, target, container in policies if selects(selector, lab)}
+        members = sorted(set(selected) | {name})
+        targets = tuple((n, *selected[n]) for n in members if n in selected)
+        return Membership(budget_name, spec, tuple(members), generation, targets)
     return None
 
 
@@ -254,7 +262,7 @@ async def reconcile_loop(
     memo: kopf.Memo,
     hpa_targets: kopf.Index[tuple[str, str], str],
     policy_targets: kopf.Index[tuple[str, str], tuple[str, str]],
-    policy_labels: kopf.Index[str, tuple[str, dict[str, str]]],
+    policy_labels: kopf.Index[str, tuple[str, dict[str, str], str, str]],
     budgets: kopf.Index[str, tuple[str, dict[str, Any], int]],
     logger: kopf.Logger,
     **_: Any,

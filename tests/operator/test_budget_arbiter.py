@@ -22,9 +22,13 @@ SEL = {"matchLabels": {"budget": "shop"}}
 
 
 class FakeKube:
-    def __init__(self, quota: dict[str, Any] | None = None) -> None:
+    def __init__(self, quota: dict[str, Any] | None = None, deployments: dict[str, Any] | None = None) -> None:
         self.statuses: list[tuple[str, str, dict[str, Any]]] = []
         self.quota = quota
+        self.deployments = deployments or {}
+
+    async def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.deployments.get(name)
 
     async def patch_budget_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.statuses.append((namespace, name, status))
@@ -76,6 +80,28 @@ async def test_a_member_that_does_not_ask_is_counted_at_what_it_was_granted() ->
 
 
 @pytest.mark.asyncio
+async def test_a_member_never_seen_is_counted_at_what_its_deployment_holds() -> None:
+    b = {
+        "metadata": {"name": "db"},
+        "spec": {"replicas": 4, "template": {"spec": {"containers": [
+            {"name": "app", "resources": {"limits": {"cpu": "1", "memory": "256Mi"}}}
+        ]}}},
+        "status": {"readyReplicas": 4},
+    }  # fmt: skip
+    kube = FakeKube(deployments={"db": b})
+    arbiter = BudgetArbiter(kube, window_s=0.05)  # type: ignore[arg-type]
+    m = Membership(
+        "shop",
+        CapacityBudgetSpec.model_validate({"policySelector": SEL, "cpuMillicores": 6000}),
+        ("a", "b"),
+        1,
+        (("a", "da", "app"), ("b", "db", "app")),
+    )
+    grant = await arbiter.grant("ns", m, _ask("a", 1, 6))  # b holds 4 cores: a may have 2
+    assert grant.replicas == 2
+
+
+@pytest.mark.asyncio
 async def test_a_budget_from_a_resource_quota() -> None:
     kube = FakeKube({"status": {"hard": {"limits.cpu": "4", "limits.memory": "8Gi"}}})
     arbiter = BudgetArbiter(kube, window_s=0.05)  # type: ignore[arg-type]
@@ -106,8 +132,13 @@ def test_find_budget_selects_by_labels_first_budget_by_name() -> None:
         ("aa", {"policySelector": SEL, "cpuMillicores": 2000}, 2),
         ("bad", {"policySelector": {"matchLabels": {}}, "cpuMillicores": 1}, 1),
     ]
-    policies = [("p", {"budget": "shop"}), ("q", {"budget": "shop", "x": "y"}), ("r", {"budget": "other"})]
+    policies = [
+        ("p", {"budget": "shop"}, "dp", "app"),
+        ("q", {"budget": "shop", "x": "y"}, "dq", "app"),
+        ("r", {"budget": "other"}, "dr", "app"),
+    ]
     found = find_budget("ns", "p", {"budget": "shop"}, budgets, policies)
     assert found is not None and found.budget == "aa" and found.members == ("p", "q")
+    assert found.targets == (("p", "dp", "app"), ("q", "dq", "app"))
     assert find_budget("ns", "r", {"budget": "other"}, budgets, policies) is None
     assert not selects({}, {"a": "b"})
