@@ -35,7 +35,7 @@ from kubernetes.utils import parse_quantity
 from rlscale.operator.budget_models import BudgetMemberStatus, CapacityBudgetSpec, CapacityBudgetStatus
 from rlscale.operator.kube import ApiError, KubeApi
 from rlscale.operator.observe import TargetError, deployment_view
-from rlscale.policy.budget import Arbitration, BudgetConfig, Grant, MemberRequest, arbitrate
+from rlscale.policy.budget import Arbitration, BudgetConfig, Grant, MemberRequest, arbitrate, grantable_cpu_m
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +88,32 @@ class BudgetArbiter:
         self._rounds: dict[BudgetKey, _Round] = {}
         #: What each member was last granted: (replicas, cpu limit, memory limit), for members absent from a round.
         self._held: dict[BudgetKey, dict[str, MemberRequest]] = {}
+        #: The last total read from a budget's ResourceQuota.
+        self._quota_cpu: dict[BudgetKey, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def forget(self, namespace: str, budget: str) -> None:
         self._held.pop((namespace, budget), None)
+
+    def ceiling(self, namespace: str, membership: Membership, me: MemberRequest) -> int | None:
+        """The most CPU ``me`` could be granted in this round, for its mask while it decides.
+
+        Its own, the free headroom and the others' spare pods, as of the last arbitration
+        (:func:`~rlscale.policy.budget.grantable_cpu_m`); None before any (nothing known yet:
+        the arbitration alone holds it to the budget) or when the budget comes from a quota
+        not read yet.
+        """
+        held = self._held.get((namespace, membership.budget))
+        cpu_m = (
+            membership.spec.cpu_millicores
+            if membership.spec.cpu_millicores is not None
+            else self._quota_cpu.get((namespace, membership.budget))
+        )
+        if not held or cpu_m is None:
+            return None
+        others = [_hold(r) for name, r in held.items() if name != me.name and name in membership.members]
+        budget = membership.spec.budget_config(cpu_m=cpu_m)
+        return grantable_cpu_m(budget, [*others, me], me.name)
 
     async def grant(self, namespace: str, membership: Membership, request: MemberRequest) -> Grant:
         """This member's grant in the current round of its budget (waits for the others, at most ``window_s``)."""
@@ -120,7 +142,8 @@ class BudgetArbiter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _budget(self, namespace: str, spec: CapacityBudgetSpec) -> BudgetConfig:
+    async def _budget(self, key: BudgetKey, spec: CapacityBudgetSpec) -> BudgetConfig:
+        namespace = key[0]
         if spec.from_resource_quota is None:
             return spec.budget_config()
         quota = await self.kube.get_resource_quota(namespace, spec.from_resource_quota.name)
@@ -130,13 +153,14 @@ class BudgetArbiter:
         cpu_m, mem_mib = quota_totals(quota)
         if cpu_m is None:
             raise ValueError(f"spec.fromResourceQuota.name: {quota_name} has no hard limits.cpu")
+        self._quota_cpu[key] = max(cpu_m, 1)
         return spec.budget_config(cpu_m=max(cpu_m, 1), memory_mib=mem_mib)
 
     async def _close(self, key: BudgetKey, rnd: _Round) -> None:
         namespace, name = key
         asked = dict(rnd.requests)
         try:
-            budget = await self._budget(namespace, rnd.membership.spec)
+            budget = await self._budget(key, rnd.membership.spec)
         except (ValueError, ApiError) as exc:
             # No budget known: nobody may grow (what is held stays), and the budget says why.
             for member, request in asked.items():
@@ -156,9 +180,16 @@ class BudgetArbiter:
         grants = result.by_name()
         for member, future in rnd.futures.items():
             _resolve(future, grants[member])
+        by_request = {r.name: r for r in requests}
         for g in result.grants:
-            held[g.name] = MemberRequest(
-                g.name, g.replicas, g.cpu_limit_m, g.memory_limit_mib, g.replicas, g.cpu_limit_m, g.memory_limit_mib
+            held[g.name] = replace(
+                by_request[g.name],
+                replicas=g.replicas,
+                cpu_limit_m=g.cpu_limit_m,
+                memory_limit_mib=g.memory_limit_mib,
+                proposed_replicas=g.replicas,
+                proposed_cpu_limit_m=g.cpu_limit_m,
+                proposed_memory_limit_mib=g.memory_limit_mib,
             )
         for gone in set(held) - set(rnd.membership.members):
             del held[gone]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -56,7 +55,7 @@ from rlscale.operator.prometheus import (
 from rlscale.operator.queries import QueryError, RenderedQuery, Target, build_queries
 from rlscale.operator.report import EventSink, PolicyRef, Tick
 from rlscale.operator.settings import OperatorSettings
-from rlscale.policy.budget import MemberRequest, slo_pressure
+from rlscale.policy.budget import MemberRequest, budget_limits, scale_down_step, slo_pressure
 from rlscale.policy.decide import ControllerState, Decision, DecisionConfig, decide
 from rlscale.policy.observation import SIGNAL_READS, Observation
 
@@ -247,8 +246,10 @@ class Reconciler:
         current = readings[0.0]
         obs, unknown = build_observation(now, view, {offset: r.values for offset, r in readings.items()})
 
-        # 6. Decide, from the state stored in status.
+        # 6. Decide, from the state stored in status; in a budget, within what could be granted.
         state = self._state(tick, config)
+        if budget is not None:
+            config = self._budget_config(tick, budget, view, obs, config)
         if self.settings.batch_decisions:
             decision, new_state = await self.decider.decide(obs, config, state, loaded.model, loaded.error)
         else:
@@ -325,6 +326,47 @@ class Reconciler:
 
     # --- pieces --------------------------------------------------------------------------------------------------
 
+    def _member(
+        self,
+        tick: Tick[AutoscalePolicySpec],
+        budget: Membership,
+        view: DeploymentView,
+        obs: Observation,
+        config: DecisionConfig,
+    ) -> MemberRequest:
+        """This member as the budget sees it: what it holds, how pressed it is, what may be taken back."""
+        lim = config.limits
+        return MemberRequest(
+            name=tick.ref.name,
+            replicas=view.replicas,
+            cpu_limit_m=view.primary.cpu_limit_m,
+            memory_limit_mib=view.primary.memory_limit_mib,
+            proposed_replicas=view.replicas,
+            proposed_cpu_limit_m=view.primary.cpu_limit_m,
+            proposed_memory_limit_mib=view.primary.memory_limit_mib,
+            pressure=slo_pressure(obs.cpu_utilization, obs.latency_p99_ms, config.objective.latency_slo_ms),
+            max_reclaim=(
+                scale_down_step(lim, view.replicas)
+                if budget.spec.rule == "fair" and obs.cpu_utilization is not None
+                else 0
+            ),
+            min_replicas=lim.min_replicas,
+        )
+
+    def _budget_config(
+        self,
+        tick: Tick[AutoscalePolicySpec],
+        budget: Membership,
+        view: DeploymentView,
+        obs: Observation,
+        config: DecisionConfig,
+    ) -> DecisionConfig:
+        """``config`` with the mask's CPU budget at what this member could be granted (as of the last round)."""
+        ceiling = self.budgets.ceiling(tick.ref.namespace, budget, self._member(tick, budget, view, obs, config))
+        if ceiling is None:
+            return config
+        return config.model_copy(update={"limits": budget_limits(config.limits, ceiling)})
+
     async def _arbitrate(
         self,
         tick: Tick[AutoscalePolicySpec],
@@ -335,22 +377,11 @@ class Reconciler:
         decision: Decision,
     ) -> tuple[Decision, str]:
         """The decision as the budget grants it, and a sentence for the status; a refusal is also an Event."""
-        lim = config.limits
-        request = MemberRequest(
-            name=tick.ref.name,
-            replicas=view.replicas,
-            cpu_limit_m=view.primary.cpu_limit_m,
-            memory_limit_mib=view.primary.memory_limit_mib,
+        request = dataclasses.replace(
+            self._member(tick, budget, view, obs, config),
             proposed_replicas=decision.replicas,
             proposed_cpu_limit_m=decision.cpu_limit_m,
             proposed_memory_limit_mib=decision.memory_limit_mib,
-            pressure=slo_pressure(obs.cpu_utilization, obs.latency_p99_ms, config.objective.latency_slo_ms),
-            max_reclaim=(
-                max(lim.max_scale_down_pods, math.floor(view.replicas * lim.max_scale_down_percent / 100.0))
-                if budget.spec.rule == "fair" and obs.cpu_utilization is not None
-                else 0
-            ),
-            min_replicas=lim.min_replicas,
         )
         grant = await self.budgets.grant(tick.ref.namespace, budget, request)
         granted = dataclasses.replace(

@@ -390,6 +390,23 @@ def budget_limits(limits: ScalingLimits, cpu_m: int, memory_mib: int | None = No
     return limits.model_copy(update=update)
 
 
+def scale_down_step(limits: ScalingLimits, replicas: int) -> int:
+    """The most pods one scale-down may remove (the mask's step rule): a member's ``max_reclaim``."""
+    return max(limits.max_scale_down_pods, math.floor(replicas * limits.max_scale_down_percent / 100.0))
+
+
+def grantable_cpu_m(budget: BudgetConfig, members: Sequence[MemberRequest], name: str) -> int:
+    """CPU member ``name`` could be granted now: what it holds, the free headroom, the others' spare pods.
+
+    The ceiling of its mask's CPU budget (:func:`budget_limits`) while it decides: more could
+    never be granted this interval, so proposing it would only be refused.
+    """
+    own = next(m for m in members if m.name == name)
+    free = budget.cpu_m - sum(m.cpu_m for m in members)
+    spare = sum(m.spare_pods(budget.reclaim_below) * m.cpu_limit_m for m in members if m.name != name)
+    return own.cpu_m + max(free, 0) + spare
+
+
 def jain_index(values: Sequence[float]) -> float:
     """Jain's fairness index of non-negative values: 1 when all are equal, 1/n when one has everything.
 
@@ -411,6 +428,8 @@ __all__ = [
     "MemberRequest",
     "arbitrate",
     "budget_limits",
+    "grantable_cpu_m",
     "jain_index",
+    "scale_down_step",
     "slo_pressure",
 ]

@@ -14,7 +14,7 @@ What each agent sees and may do:
   observation contract and make the budgeted model a different kind of artefact.
 * **Mask:** the safety mask with the member's CPU budget set to what it could be granted:
   what it holds, the budget's free headroom and the spare pods of other members
-  (:func:`~rlscale.training.budget_sim._grantable`), so no agent can propose beyond it.
+  (:func:`~rlscale.policy.budget.grantable_cpu_m`), so no agent can propose beyond it.
 * **Arbitration:** the budget's fair rule (:func:`~rlscale.policy.budget.arbitrate`) grants
   the proposals, as the operator does.
 * **Reward:** its own reward (:func:`rlscale.policy.reward.reward`, from the simulator)
@@ -37,10 +37,18 @@ import numpy as np
 import numpy.typing as npt
 
 from rlscale.policy.actions import N_ACTIONS
-from rlscale.policy.budget import BudgetConfig, MemberRequest, arbitrate, budget_limits, jain_index, slo_pressure
+from rlscale.policy.budget import (
+    BudgetConfig,
+    MemberRequest,
+    arbitrate,
+    budget_limits,
+    grantable_cpu_m,
+    jain_index,
+    scale_down_step,
+    slo_pressure,
+)
 from rlscale.policy.mask import ScalingState, action_mask
 from rlscale.policy.spec import RAW_COLUMNS
-from rlscale.training.budget_sim import _grantable, _scale_down_step
 from rlscale.training.sim import LoadLike, VectorSim
 from rlscale.training.sim_config import SimConfig
 
@@ -92,7 +100,7 @@ class BudgetVecEnv:
                 pressure = slo_pressure(float(cols[RAW_COLUMNS[cpu_row]][k]), float(cols[RAW_COLUMNS[p99_row]][k]), slo)
                 row.append(
                     MemberRequest(
-                        self._names[j], r, c, m, r, c, m, pressure, 1.0, _scale_down_step(lim, r), lim.min_replicas
+                        self._names[j], r, c, m, r, c, m, pressure, 1.0, scale_down_step(lim, r), lim.min_replicas
                     )
                 )
             out.append(row)
@@ -106,7 +114,9 @@ class BudgetVecEnv:
             state = s.scaling_state()
             per_group = []
             for k in range(self.groups):
-                limits = budget_limits(self.sim.limits, _grantable(self.budget, now, j, k))
+                limits = budget_limits(
+                    self.sim.limits, grantable_cpu_m(self.budget, [row[k] for row in now], self._names[j])
+                )
                 one = ScalingState(*(np.asarray(getattr(state, f))[k : k + 1] for f in _STATE_FIELDS))
                 per_group.append(action_mask(limits, one))
             self._masks.append(per_group)

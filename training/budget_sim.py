@@ -20,16 +20,23 @@ independent autoscalers have no agreed order.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from rlscale.policy.budget import BudgetConfig, BudgetRule, MemberRequest, arbitrate, budget_limits, slo_pressure
+from rlscale.policy.budget import (
+    BudgetConfig,
+    BudgetRule,
+    MemberRequest,
+    arbitrate,
+    budget_limits,
+    grantable_cpu_m,
+    scale_down_step,
+    slo_pressure,
+)
 from rlscale.policy.decide import ControllerState, DecisionConfig, decide_batch
-from rlscale.policy.limits import ScalingLimits
 from rlscale.policy.spec import RAW_COLUMNS
 from rlscale.training.episodes import LOG_KEYS, Controller, EpisodeLog
 from rlscale.training.sim import VectorSim
@@ -53,19 +60,6 @@ class BudgetColumn:
 def _member_seed(seed: int, member: int) -> int:
     """Members draw independent noise; equal column seeds share it (common random numbers across policies)."""
     return seed * 1009 + member
-
-
-def _scale_down_step(limits: ScalingLimits, replicas: int) -> int:
-    """The most pods one scale-down may remove (the mask's step rule): pods taken back stay within it."""
-    return max(limits.max_scale_down_pods, math.floor(replicas * limits.max_scale_down_percent / 100.0))
-
-
-def _grantable(budget: BudgetConfig, now: list[list[MemberRequest]], j: int, k: int) -> int:
-    """CPU member ``j`` of column ``k`` could be granted: its own, the free headroom, the others' spare pods."""
-    column = [row[k] for row in now]
-    free = budget.cpu_m - sum(m.cpu_m for m in column)
-    spare = sum(m.spare_pods(budget.reclaim_below) * m.cpu_limit_m for i, m in enumerate(column) if i != j)
-    return column[j].cpu_m + max(free, 0) + spare
 
 
 def run_budget(
@@ -133,9 +127,7 @@ def run_budget(
                     pressure=slo_pressure(
                         float(raws[j][cpu_row, k]), float(raws[j][p99_row, k]), base[j][k].objective.latency_slo_ms
                     ),
-                    max_reclaim=_scale_down_step(base[j][k].limits, int(s.replicas[k]))
-                    if columns[k].coordinated
-                    else 0,
+                    max_reclaim=scale_down_step(base[j][k].limits, int(s.replicas[k])) if columns[k].coordinated else 0,
                     min_replicas=base[j][k].limits.min_replicas,
                 )
                 for k in range(c_count)
@@ -147,7 +139,13 @@ def run_budget(
             configs = base[j]
             if any(col.coordinated for col in columns):
                 configs = [
-                    cfg.model_copy(update={"limits": budget_limits(cfg.limits, _grantable(budget, now, j, k))})
+                    cfg.model_copy(
+                        update={
+                            "limits": budget_limits(
+                                cfg.limits, grantable_cpu_m(budget, [row[k] for row in now], names[j])
+                            )
+                        }
+                    )
                     if columns[k].coordinated
                     else cfg
                     for k, cfg in enumerate(base[j])

@@ -142,3 +142,13 @@ def test_find_budget_selects_by_labels_first_budget_by_name() -> None:
     assert found.targets == (("p", "dp", "app"), ("q", "dq", "app"))
     assert find_budget("ns", "r", {"budget": "other"}, budgets, policies) is None
     assert not selects({}, {"a": "b"})
+
+
+@pytest.mark.asyncio
+async def test_the_ceiling_for_the_mask_is_what_could_be_granted() -> None:
+    arbiter = BudgetArbiter(FakeKube(), window_s=5.0)  # type: ignore[arg-type]
+    m = _membership({"cpuMillicores": 8000})
+    assert arbiter.ceiling("ns", m, _ask("a", 2, 2)) is None  # nothing known before the first round
+    await asyncio.gather(arbiter.grant("ns", m, _ask("a", 2, 2)), arbiter.grant("ns", m, _ask("b", 2, 4)))
+    # a holds 2 cores, b 4: a could have its own 2 and the 2 free, not b's (b is not under its target).
+    assert arbiter.ceiling("ns", m, _ask("a", 2, 2)) == 4000
