@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup test lint unit e2e faults bench model experiments budget demo tools manifests clean
+.PHONY: help setup test lint unit e2e faults bench model experiments budget budget-agents demo tools manifests clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,6 +52,15 @@ experiments: ## re-run the papers' experiments (docs/experiments.md): tables, JS
 
 budget: ## several services in one capacity budget (docs/budget.md): pairs and triples of traces, 3 seeds, in runs/budget/
 	scripts/budget-study.sh
+
+budget-agents: ## train the coordinated agents (3 seeds x 10 min) and evaluate each as `make budget` does (~1 h)
+	mkdir -p runs/budget
+	for s in 0 1 2; do \
+	  $(VENV)/bin/rlscale train-budget --trace nasa_http_1995-07-09_7d_1min.csv \
+	    --trace worldcup98_1998-06-24_7d_1min.csv --trace alibaba2018_cluster_cpu_day3-8_1min.csv \
+	    --budget-cores 24 --minutes 10 --seed $$s --out runs/budget/coordinated-s$$s.onnx || exit 1; \
+	  COORDINATED_MODEL=runs/budget/coordinated-s$$s.onnx scripts/budget-study.sh runs/budget/trained-s$$s || exit 1; \
+	done
 
 tools: ## build the Go tools (kube-apiserver & co., etcd, kwok, helm, kindcheck) into the cache
 	tools/build-tools.sh
