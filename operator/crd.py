@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,24 +144,33 @@ def _default_empty_objects(node: dict[str, Any]) -> None:
             _default_empty_objects(prop["items"])
 
 
-def crd_document() -> dict[str, Any]:
-    """The whole CustomResourceDefinition (apiextensions.k8s.io/v1)."""
-    spec_schema = structural(models.AutoscalePolicySpec)
-    status_schema = structural(models.AutoscalePolicyStatus, nullable_optionals=True)
+def _crd(
+    *,
+    kind: str,
+    plural: str,
+    singular: str,
+    short_names: Sequence[str],
+    columns: list[dict[str, str]],
+    description: str,
+    spec_schema: dict[str, Any],
+    status_model: type[BaseModel],
+) -> dict[str, Any]:
+    """One namespaced CustomResourceDefinition of rlscale's group: one served version with a status subresource."""
+    status_schema = structural(status_model, nullable_optionals=True)
     status_schema.pop("description", None)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{models.PLURAL}.{models.API_GROUP}"},
+        "metadata": {"name": f"{plural}.{models.API_GROUP}"},
         "spec": {
             "group": models.API_GROUP,
             "scope": "Namespaced",
             "names": {
-                "kind": models.KIND,
-                "listKind": f"{models.KIND}List",
-                "plural": models.PLURAL,
-                "singular": models.SINGULAR,
-                "shortNames": list(models.SHORT_NAMES),
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": list(short_names),
                 "categories": ["rlscale"],
             },
             "versions": [
@@ -170,18 +180,13 @@ def crd_document() -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [
-                        {"name": "Target", "type": "string", "jsonPath": ".spec.targetRef.name"},
-                        {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
-                        {"name": "Mode", "type": "string", "jsonPath": ".spec.rollout.mode"},
-                        {"name": "Ratio", "type": "number", "jsonPath": ".status.ratio"},
-                        {"name": "Last Action", "type": "string", "jsonPath": ".status.lastAction"},
+                        *columns,
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": "AutoscalePolicy scales a Deployment with a learned policy behind a "
-                            "safety mask and a gradual rollout against the HPA baseline.",
+                            "description": description,
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},
@@ -198,58 +203,46 @@ def crd_document() -> dict[str, Any]:
     }
 
 
+def crd_document() -> dict[str, Any]:
+    """The AutoscalePolicy CustomResourceDefinition (apiextensions.k8s.io/v1)."""
+    return _crd(
+        kind=models.KIND,
+        plural=models.PLURAL,
+        singular=models.SINGULAR,
+        short_names=models.SHORT_NAMES,
+        columns=[
+            {"name": "Target", "type": "string", "jsonPath": ".spec.targetRef.name"},
+            {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
+            {"name": "Mode", "type": "string", "jsonPath": ".spec.rollout.mode"},
+            {"name": "Ratio", "type": "number", "jsonPath": ".status.ratio"},
+            {"name": "Last Action", "type": "string", "jsonPath": ".status.lastAction"},
+        ],
+        description="AutoscalePolicy scales a Deployment with a learned policy behind a "
+        "safety mask and a gradual rollout against the HPA baseline.",
+        spec_schema=structural(models.AutoscalePolicySpec),
+        status_model=models.AutoscalePolicyStatus,
+    )
+
+
 def budget_crd_document() -> dict[str, Any]:
     """The CapacityBudget CustomResourceDefinition (apiextensions.k8s.io/v1), generated the same way."""
     bm = budget_models
-    status_schema = structural(bm.CapacityBudgetStatus, nullable_optionals=True)
-    status_schema.pop("description", None)
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{bm.BUDGET_PLURAL}.{models.API_GROUP}"},
-        "spec": {
-            "group": models.API_GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": bm.BUDGET_KIND,
-                "listKind": f"{bm.BUDGET_KIND}List",
-                "plural": bm.BUDGET_PLURAL,
-                "singular": bm.BUDGET_SINGULAR,
-                "shortNames": list(bm.BUDGET_SHORT_NAMES),
-                "categories": ["rlscale"],
-            },
-            "versions": [
-                {
-                    "name": models.API_VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "CPU", "type": "integer", "jsonPath": ".status.cpuMillicores"},
-                        {"name": "Used", "type": "integer", "jsonPath": ".status.usedMillicores"},
-                        {"name": "Rule", "type": "string", "jsonPath": ".spec.rule"},
-                        {"name": "Binding", "type": "boolean", "jsonPath": ".status.binding"},
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": "CapacityBudget shares one CPU/memory budget between the AutoscalePolicies "
-                            "it selects: their decisions are arbitrated together each interval.",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": structural(bm.CapacityBudgetSpec),
-                                "status": status_schema,
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    return _crd(
+        kind=bm.BUDGET_KIND,
+        plural=bm.BUDGET_PLURAL,
+        singular=bm.BUDGET_SINGULAR,
+        short_names=bm.BUDGET_SHORT_NAMES,
+        columns=[
+            {"name": "CPU", "type": "integer", "jsonPath": ".status.cpuMillicores"},
+            {"name": "Used", "type": "integer", "jsonPath": ".status.usedMillicores"},
+            {"name": "Rule", "type": "string", "jsonPath": ".spec.rule"},
+            {"name": "Binding", "type": "boolean", "jsonPath": ".status.binding"},
+        ],
+        description="CapacityBudget shares one CPU/memory budget between the AutoscalePolicies "
+        "it selects: their decisions are arbitrated together each interval.",
+        spec_schema=structural(bm.CapacityBudgetSpec),
+        status_model=bm.CapacityBudgetStatus,
+    )
 
 
 _HEADER = "# Generated from rlscale.operator.{source} by `rlscale crd --write`; do not edit by hand.\n"
