@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from rlscale.operator.budget_models import BUDGET_PLURAL
-from rlscale.operator.models import API_GROUP, API_VERSION, PLURAL
+from rlscale.operator.budget_models import BUDGET_PLURAL, BUDGET_SINGULAR
+from rlscale.operator.models import API_GROUP, API_VERSION, PLURAL, SINGULAR
 
 T = TypeVar("T")
 
@@ -178,43 +178,35 @@ class KubeApi:
             ),
         )
 
-    async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def _get_core(self, what: str, read: Callable[..., Any], namespace: str, name: str) -> dict[str, Any] | None:
+        """One namespaced core-API object as JSON, or ``None`` if it does not exist (``read``: the client's reader)."""
         try:
             return await self._call(
-                f"get configmap {namespace}/{name}",
-                lambda: self._json(
-                    self._core.read_namespaced_config_map(
-                        name, namespace, _preload_content=False, _request_timeout=self._timeout
-                    )
-                ),
+                f"get {what} {namespace}/{name}",
+                lambda: self._json(read(name, namespace, _preload_content=False, _request_timeout=self._timeout)),
             )
         except NotFound:
             return None
+
+    async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._get_core("configmap", self._core.read_namespaced_config_map, namespace, name)
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return await self._call(
-                f"get secret {namespace}/{name}",
-                lambda: self._json(
-                    self._core.read_namespaced_secret(
-                        name, namespace, _preload_content=False, _request_timeout=self._timeout
-                    )
-                ),
-            )
-        except NotFound:
-            return None
+        return await self._get_core("secret", self._core.read_namespaced_secret, namespace, name)
 
-    async def patch_policy_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch the policy's status subresource."""
+    async def _patch_status(
+        self, plural: str, singular: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> None:
+        """Merge-patch the status subresource of one of rlscale's custom objects."""
         body = {"status": status}
         await self._call(
-            f"patch autoscalepolicy {namespace}/{name} status",
+            f"patch {singular} {namespace}/{name} status",
             lambda: self._release(
                 self._custom.patch_namespaced_custom_object_status(
                     API_GROUP,
                     API_VERSION,
                     namespace,
-                    PLURAL,
+                    plural,
                     name,
                     body,
                     _content_type=_MERGE,
@@ -223,42 +215,20 @@ class KubeApi:
                 )
             ),
         )
+
+    async def patch_policy_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the policy's status subresource."""
+        await self._patch_status(PLURAL, SINGULAR, namespace, name, status)
 
     # --- capacity budgets (only for policies a CapacityBudget selects) ---
 
     async def patch_budget_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch a CapacityBudget's status subresource (the last arbitration)."""
-        body = {"status": status}
-        await self._call(
-            f"patch capacitybudget {namespace}/{name} status",
-            lambda: self._release(
-                self._custom.patch_namespaced_custom_object_status(
-                    API_GROUP,
-                    API_VERSION,
-                    namespace,
-                    BUDGET_PLURAL,
-                    name,
-                    body,
-                    _content_type=_MERGE,
-                    _preload_content=False,
-                    _request_timeout=self._timeout,
-                )
-            ),
-        )
+        await self._patch_status(BUDGET_PLURAL, BUDGET_SINGULAR, namespace, name, status)
 
     async def get_resource_quota(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A ResourceQuota as JSON (a budget's ``fromResourceQuota``), or ``None`` if it does not exist."""
-        try:
-            return await self._call(
-                f"get resourcequota {namespace}/{name}",
-                lambda: self._json(
-                    self._core.read_namespaced_resource_quota(
-                        name, namespace, _preload_content=False, _request_timeout=self._timeout
-                    )
-                ),
-            )
-        except NotFound:
-            return None
+        return await self._get_core("resourcequota", self._core.read_namespaced_resource_quota, namespace, name)
 
     # --- shard Leases (only with --shard-identity; see rlscale.operator.shard) ---
 

@@ -248,8 +248,10 @@ class Reconciler:
 
         # 6. Decide, from the state stored in status; in a budget, within what could be granted.
         state = self._state(tick, config)
+        member: MemberRequest | None = None  # computed once: the mask's ceiling and the grant both need it
         if budget is not None:
-            config = self._budget_config(tick, budget, view, obs, config)
+            member = self._member(tick, budget, view, obs, config)
+            config = self._budget_config(tick, budget, member, config)
         if self.settings.batch_decisions:
             decision, new_state = await self.decider.decide(obs, config, state, loaded.model, loaded.error)
         else:
@@ -257,8 +259,8 @@ class Reconciler:
             decision, new_state = decide(obs, config, state, loaded.model, model_error=loaded.error)
             self._observe_batch(time.perf_counter() - t0, 1)
         budget_note = ""
-        if budget is not None:
-            decision, budget_note = await self._arbitrate(tick, budget, view, obs, config, decision)
+        if budget is not None and member is not None:
+            decision, budget_note = await self._arbitrate(tick, budget, member, decision)
         self.metrics.decisions.labels(decision.source, decision.action).inc()
         for _, rule in decision.masked:
             self.metrics.masked.labels(rule).inc()
@@ -354,31 +356,20 @@ class Reconciler:
         )
 
     def _budget_config(
-        self,
-        tick: Tick[AutoscalePolicySpec],
-        budget: Membership,
-        view: DeploymentView,
-        obs: Observation,
-        config: DecisionConfig,
+        self, tick: Tick[AutoscalePolicySpec], budget: Membership, member: MemberRequest, config: DecisionConfig
     ) -> DecisionConfig:
         """``config`` with the mask's CPU budget at what this member could be granted (as of the last round)."""
-        ceiling = self.budgets.ceiling(tick.ref.namespace, budget, self._member(tick, budget, view, obs, config))
+        ceiling = self.budgets.ceiling(tick.ref.namespace, budget, member)
         if ceiling is None:
             return config
         return config.model_copy(update={"limits": budget_limits(config.limits, ceiling)})
 
     async def _arbitrate(
-        self,
-        tick: Tick[AutoscalePolicySpec],
-        budget: Membership,
-        view: DeploymentView,
-        obs: Observation,
-        config: DecisionConfig,
-        decision: Decision,
+        self, tick: Tick[AutoscalePolicySpec], budget: Membership, member: MemberRequest, decision: Decision
     ) -> tuple[Decision, str]:
         """The decision as the budget grants it, and a sentence for the status; a refusal is also an Event."""
         request = dataclasses.replace(
-            self._member(tick, budget, view, obs, config),
+            member,
             proposed_replicas=decision.replicas,
             proposed_cpu_limit_m=decision.cpu_limit_m,
             proposed_memory_limit_mib=decision.memory_limit_mib,
