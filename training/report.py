@@ -102,11 +102,15 @@ def _ratio_cell(run: dict[str, Any] | None) -> str:
     )
 
 
-def _meets(run: dict[str, Any] | None, bar: float, hpa: dict[str, Any]) -> bool:
-    """cost_ratio ≤ bar, or fewer SLO minutes than every HPA setting at no more replica-hours than the tuned HPA."""
+def _meets(run: dict[str, Any] | None, bar: float, hpa: dict[str, Any] | None) -> bool:
+    """cost_ratio ≤ bar, or fewer SLO minutes than every HPA setting at no more replica-hours than the tuned HPA.
+
+    Without the tuned HPA among the reported policies (``--policy learned`` alone) only the
+    cost_ratio can be judged.
+    """
     if run is None:
         return False
-    if run.get("dominates_hpa_on_slo"):
+    if run.get("dominates_hpa_on_slo") and hpa is not None:
         return bool(run["replica_hours"] <= hpa["replica_hours"])
     return run["cost_ratio"] is not None and run["cost_ratio"] <= bar
 
@@ -148,7 +152,7 @@ def render_markdown(report: dict[str, Any]) -> str:
 def _frontier_markdown(report: dict[str, Any]) -> list[str]:
     traces = report["traces"]
     names = [n for n in ("learned", "tuned", "hpa", "static", "heuristic") if n in traces[0]["policies"]]
-    met = {n: sum(_meets(t["policies"].get(n), b, t["policies"]["hpa"]) for t in traces) for n, b in BARS.items()}
+    met = {n: sum(_meets(t["policies"].get(n), b, t["policies"].get("hpa")) for t in traces) for n, b in BARS.items()}
     lines = [
         "**Cost at matched SLO** (`cost_ratio` = replica-hours ÷ those of the cheapest HPA setting, of "
         f"{len(traces[0]['frontier']['hpa'])} replayed on the {report['window']} window with hindsight, whose "

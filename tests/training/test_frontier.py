@@ -191,3 +191,14 @@ def test_copy_env_makes_every_env_continue_exactly_as_the_source() -> None:
         assert (obs == obs[1]).all() and (rew == rew[1]).all()
         for key in ("latency_p99_ms", "backlog", "ready_replicas", "oom_kills", "error_rate"):
             assert (info[key] == info[key][1]).all(), key
+
+
+def test_bars_are_judged_without_the_tuned_hpa_among_the_policies() -> None:
+    """`evaluate-all --frontier --policy learned` alone: the bar falls back to cost_ratio (it used to crash)."""
+    from rlscale.training.report import _meets
+
+    dominating = {"cost_ratio": 1.2, "dominates_hpa_on_slo": True, "replica_hours": 10.0}
+    assert _meets(dominating, 1.0, {"replica_hours": 11.0})
+    assert not _meets(dominating, 1.0, {"replica_hours": 9.0})
+    assert not _meets(dominating, 1.0, None)
+    assert _meets({"cost_ratio": 0.9, "dominates_hpa_on_slo": False, "replica_hours": 10.0}, 1.0, None)
