@@ -56,7 +56,7 @@ from rlscale.operator.queries import QueryError, RenderedQuery, Target, build_qu
 from rlscale.operator.report import EventSink, PolicyRef, Tick
 from rlscale.operator.settings import OperatorSettings
 from rlscale.policy.budget import MemberRequest, budget_limits, scale_down_step, slo_pressure
-from rlscale.policy.decide import ControllerState, Decision, DecisionConfig, decide
+from rlscale.policy.decide import ControllerState, Decision, DecisionConfig, decide, regrant
 from rlscale.policy.observation import SIGNAL_READS, Observation
 
 __all__ = ["Conflicts", "EventSink", "Outcome", "PolicyRef", "Reconciler"]
@@ -260,7 +260,7 @@ class Reconciler:
             self._observe_batch(time.perf_counter() - t0, 1)
         budget_note = ""
         if budget is not None and member is not None:
-            decision, budget_note = await self._arbitrate(tick, budget, member, decision)
+            decision, new_state, budget_note = await self._arbitrate(tick, budget, member, config, decision, new_state)
         self.metrics.decisions.labels(decision.source, decision.action).inc()
         for _, rule in decision.masked:
             self.metrics.masked.labels(rule).inc()
@@ -365,9 +365,19 @@ class Reconciler:
         return config.model_copy(update={"limits": budget_limits(config.limits, ceiling)})
 
     async def _arbitrate(
-        self, tick: Tick[AutoscalePolicySpec], budget: Membership, member: MemberRequest, decision: Decision
-    ) -> tuple[Decision, str]:
-        """The decision as the budget grants it, and a sentence for the status; a refusal is also an Event."""
+        self,
+        tick: Tick[AutoscalePolicySpec],
+        budget: Membership,
+        member: MemberRequest,
+        config: DecisionConfig,
+        decision: Decision,
+        state: ControllerState,
+    ) -> tuple[Decision, ControllerState, str]:
+        """The decision and the state as the budget grants them, and a sentence for the status.
+
+        A refusal is also an Event. The state remembers the grant, not the request
+        (:func:`~rlscale.policy.decide.regrant`): a refused scale-up starts no cooldown.
+        """
         request = dataclasses.replace(
             member,
             proposed_replicas=decision.replicas,
@@ -375,14 +385,12 @@ class Reconciler:
             proposed_memory_limit_mib=decision.memory_limit_mib,
         )
         grant = await self.budgets.grant(tick.ref.namespace, budget, request)
-        granted = dataclasses.replace(
-            decision, replicas=grant.replicas, cpu_limit_m=grant.cpu_limit_m, memory_limit_mib=grant.memory_limit_mib
-        )
+        granted, state = regrant(config, state, decision, grant.replicas, grant.cpu_limit_m, grant.memory_limit_mib)
         if grant.refused:
             reason = "BudgetReclaimed" if grant.reclaimed_pods else "BudgetRefused"
             tick.event("Warning", reason, f"CapacityBudget {budget.budget}: {grant.reason}")
-            return granted, f"CapacityBudget {budget.budget}: {grant.reason}."
-        return granted, f"CapacityBudget {budget.budget}: granted ({grant.cpu_m}m of its CPU budget)."
+            return granted, state, f"CapacityBudget {budget.budget}: {grant.reason}."
+        return granted, state, f"CapacityBudget {budget.budget}: granted ({grant.cpu_m}m of its CPU budget)."
 
     @staticmethod
     def _state(tick: Tick[AutoscalePolicySpec], config: DecisionConfig) -> ControllerState:

@@ -22,6 +22,7 @@ on its latency path, calls ``decide``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
@@ -226,6 +227,8 @@ class Decision:
     reward: float | None = None
     slo_violated: bool | None = None
     model_error: str | None = None
+    #: The state stage 4 started from (see :func:`regrant`); not part of what is reported.
+    unremembered: _Unremembered | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def masked(self) -> tuple[tuple[str, str], ...]:
@@ -421,30 +424,23 @@ def _conclude(
     mem = min(max(mem, lim.memory_limit_min_mib), lim.memory_limit_max_mib)
 
     # 4. Remember what changed, for cooldowns, HPA behaviour periods and the next reward.
-    delta = replicas - cur_r
-    if delta > 0:
-        state.last_scale_up_at = now
-    elif delta < 0:
-        state.last_scale_down_at = now
-    limits_changed = (cpu, mem) != (cur_c, cur_m)
-    if limits_changed:
-        state.last_limit_change_at = now
-        if col == N_ACTIONS:
-            baseline_why += f"; limits back to the workload's own ({cpu}m CPU, {mem}Mi memory): the model is distrusted"
-    state.set_limits = (cpu, mem)
-    note_decision(
-        config.gate,
-        state.gate,
+    before = _Unremembered(
+        now,
         source,
-        reduced=delta < 0 or cpu < cur_c or mem < cur_m,
-        increased=delta > 0 or cpu > cur_c or mem > cur_m,
-        blocked=bool(reasons[col]) and int(reasons[col]) in _COOLDOWNS,
+        bool(reasons[col]) and int(reasons[col]) in _COOLDOWNS,
+        current,
+        state.last_scale_up_at,
+        state.last_scale_down_at,
+        state.last_limit_change_at,
+        state.set_limits,
+        state.gate.holder,
+        state.gate.holder_left,
+        tuple(state.hpa.events),
     )
-    if config.baseline.kind == "hpa":
-        state.hpa.record_change(config.baseline.hpa, now, delta)
+    _remember(config, state, before, (replicas, cpu, mem))
+    if col == N_ACTIONS and (cpu, mem) != (cur_c, cur_m):
+        baseline_why += f"; limits back to the workload's own ({cpu}m CPU, {mem}Mi memory): the model is distrusted"
     state.last_source = source
-    state.last_replicas_changed = delta != 0
-    state.last_limits_changed = limits_changed
     state.decisions += 1
 
     return Decision(
@@ -467,7 +463,93 @@ def _conclude(
         reward=outcome[0] if outcome else None,
         slo_violated=outcome[1] if outcome else None,
         model_error=model_error,
+        unremembered=before,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Unremembered:
+    """What stage 4 of a decision found in the state before it remembered the change.
+
+    Kept in the :class:`Decision` so that :func:`regrant` can remember a different change
+    (the one a capacity budget granted) instead, from the same starting point.
+    """
+
+    now: float
+    source: Source
+    blocked: bool  # the chosen action was held by a cooldown (see gate.note_decision)
+    current: tuple[int, int, int]  # replicas, CPU limit, memory limit before the decision
+    last_scale_up_at: float | None
+    last_scale_down_at: float | None
+    last_limit_change_at: float | None
+    set_limits: tuple[int, int] | None
+    holder: Source | None
+    holder_left: int
+    hpa_events: tuple[tuple[float, int], ...]
+
+
+def _remember(
+    config: DecisionConfig, state: ControllerState, before: _Unremembered, applied: tuple[int, int, int]
+) -> None:
+    """Stage 4: record the change ``applied`` (replicas, CPU, memory) for cooldowns, HPA periods and the gate."""
+    replicas, cpu, mem = applied
+    cur_r, cur_c, cur_m = before.current
+    delta = replicas - cur_r
+    if delta > 0:
+        state.last_scale_up_at = before.now
+    elif delta < 0:
+        state.last_scale_down_at = before.now
+    limits_changed = (cpu, mem) != (cur_c, cur_m)
+    if limits_changed:
+        state.last_limit_change_at = before.now
+    state.set_limits = (cpu, mem)
+    note_decision(
+        config.gate,
+        state.gate,
+        before.source,
+        reduced=delta < 0 or cpu < cur_c or mem < cur_m,
+        increased=delta > 0 or cpu > cur_c or mem > cur_m,
+        blocked=before.blocked,
+    )
+    if config.baseline.kind == "hpa":
+        state.hpa.record_change(config.baseline.hpa, before.now, delta)
+    state.last_replicas_changed = delta != 0
+    state.last_limits_changed = limits_changed
+
+
+def regrant(
+    config: DecisionConfig,
+    state: ControllerState,
+    decision: Decision,
+    replicas: int,
+    cpu_limit_m: int,
+    memory_limit_mib: int,
+) -> tuple[Decision, ControllerState]:
+    """The decision as a capacity budget granted it, and the state that remembers the grant.
+
+    ``decide`` remembers the change it chose (the scale-up time that starts a cooldown, the
+    HPA's change in its behaviour period, who the gate bills for the next intervals). When
+    the budget grants less — refuses a scale-up, takes pods back — the memory must be of
+    what was done: a refused scale-up starts no cooldown and is no HPA scale event, and the
+    interval after it is billed as a hold. ``state`` is the state ``decide`` returned with
+    ``decision``; both inputs are left as they were.
+    """
+    granted = (replicas, cpu_limit_m, memory_limit_mib)
+    before = decision.unremembered
+    if granted == (decision.replicas, decision.cpu_limit_m, decision.memory_limit_mib) or before is None:
+        return decision, state
+    new = state.copy()
+    new.last_scale_up_at = before.last_scale_up_at
+    new.last_scale_down_at = before.last_scale_down_at
+    new.last_limit_change_at = before.last_limit_change_at
+    new.set_limits = before.set_limits
+    new.gate.holder, new.gate.holder_left = before.holder, before.holder_left
+    new.hpa.events = list(before.hpa_events)
+    _remember(config, new, before, granted)
+    regranted = dataclasses.replace(
+        decision, replicas=replicas, cpu_limit_m=cpu_limit_m, memory_limit_mib=memory_limit_mib
+    )
+    return regranted, new
 
 
 #: The mask rules that block a policy because of a recent change (see gate.note_decision).
@@ -762,4 +844,5 @@ __all__ = [
     "decide",
     "decide_batch",
     "explain",
+    "regrant",
 ]
