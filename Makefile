@@ -12,6 +12,11 @@ demo: ## the local demo: control plane + Prometheus + operator + flash-crowd loa
 	scripts/setup.sh
 	$(VENV)/bin/rlscale demo $(ARGS)
 
+.PHONY: calibrate
+calibrate: ## measure the real demo service over a grid and fit the simulator to it (docs/simulator.md; ~20 min, root); ARGS="--measure 45" etc.
+	scripts/setup.sh
+	$(VENV)/bin/rlscale calibrate $(ARGS)
+
 setup: ## install system packages, the virtualenv and the Go-built tools (idempotent)
 	scripts/setup.sh
 

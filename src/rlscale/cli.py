@@ -12,6 +12,7 @@ import click
 
 # name -> "module:attribute" of a click command or group.
 _COMMANDS: dict[str, str] = {
+    "calibrate": "rlscale.devstack.calibrate:calibrate_cmd",
     "cluster": "rlscale.devstack.cli:cluster",
     "crd": "rlscale.operator.crd:crd_command",
     "demo": "rlscale.devstack.demo:demo",
