@@ -102,9 +102,14 @@ class Transition(BaseModel):
     seconds_to_ready: float = Field(ge=0)
 
     @property
-    def creates_pods(self) -> bool:
-        """Whether new pods had to start (a scale-up or a limit change, which rolls every pod)."""
-        return self.to_replicas > self.from_replicas or self.to_cpu_limit_m != self.from_cpu_limit_m
+    def is_scale_up(self) -> bool:
+        """New pods started side by side on an unchanged limit: their time is the simulator's start-up delay.
+
+        A limit change is not one: it rolls the pods a few at a time, which the simulator
+        models as waves of ``startup_delay_s`` each.
+        """
+        same_limit = self.from_cpu_limit_m in (0, self.to_cpu_limit_m)
+        return same_limit and self.to_replicas > self.from_replicas
 
 
 class MeasurementSet(BaseModel):
@@ -451,7 +456,7 @@ class CalibrationReport(BaseModel):
     )
     measured_startup_s: float | None = Field(
         None,
-        description="Median seconds from a change that creates pods to all of them Ready (measured, not fitted; "
+        description="Median seconds from a scale-up to all new pods Ready (measured, not fitted; "
         "written into the fitted config's startup_delay_s).",
     )
 
@@ -488,7 +493,7 @@ def calibrate(
     result = fit(
         base, train, params=params, warmup_s=data.warmup_s, measure_s=data.measure_s, weights=weights, max_iter=max_iter
     )
-    starts = sorted(t.seconds_to_ready for t in data.transitions if t.creates_pods)
+    starts = sorted(t.seconds_to_ready for t in data.transitions if t.is_scale_up)
     startup = float(np.median(starts)) if starts else None
     # The start-up delay is measured, not fitted (the grid is steady state); it goes into the
     # fitted config when the run measured one.
@@ -540,19 +545,20 @@ def calibrate(
 def format_table(report: CalibrationReport) -> str:
     """The calibration table as Markdown: throughput and p99 per point, measured vs default vs fitted."""
     head = (
-        "| point | replicas | limit | offered req/s | held back | CPU util (meas) | throughput meas / default / fitted "
-        "| p99 ms meas / default / fitted | p99 error default → fitted |\n"
+        "| point | held back | offered req/s | throughput meas / default / fitted | p99 ms meas / default / fitted "
+        "| p99 error default → fitted | CPU util meas / fitted | throttled | errors |\n"
         "|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in report.points:
         m, d, f = r.measured, r.default, r.fitted
+        thr = "" if m.throttled_fraction is None else f"{m.throttled_fraction:.0%}"
         lines.append(
-            f"| {r.id} | {m.point.replicas} | {m.point.cpu_limit_m}m | {m.point.offered_rps:.1f} | "
-            f"{'yes' if r.held_back else ''} | {m.cpu_utilization:.2f} | "
+            f"| {r.id} | {'yes' if r.held_back else ''} | {m.point.offered_rps:.1f} | "
             f"{m.throughput_rps:.1f} / {d.throughput_rps:.1f} / {f.throughput_rps:.1f} | "
             f"{m.latency_p99_ms:.0f} / {d.latency_p99_ms:.0f} / {f.latency_p99_ms:.0f} | "
-            f"{r.rel_error_default['latency_p99_ms']:+.0%} → {r.rel_error_fitted['latency_p99_ms']:+.0%} |"
+            f"{r.rel_error_default['latency_p99_ms']:+.0%} → {r.rel_error_fitted['latency_p99_ms']:+.0%} | "
+            f"{m.cpu_utilization:.2f} / {f.cpu_utilization:.2f} | {thr} | {m.error_rate:.1%} |"
         )
     return head + "\n".join(lines) + "\n"
 

@@ -71,6 +71,7 @@ def measured(config: SimConfig, points: list[GridPoint], noise: float, seed: int
         measure_s=MEASURE_S,
         points=rows,
         transitions=[
+            Transition(from_replicas=0, to_replicas=1, from_cpu_limit_m=0, to_cpu_limit_m=150, seconds_to_ready=3.0),
             Transition(from_replicas=1, to_replicas=3, from_cpu_limit_m=150, to_cpu_limit_m=150, seconds_to_ready=4.0),
             Transition(from_replicas=3, to_replicas=3, from_cpu_limit_m=150, to_cpu_limit_m=300, seconds_to_ready=9.0),
             Transition(from_replicas=3, to_replicas=1, from_cpu_limit_m=300, to_cpu_limit_m=300, seconds_to_ready=1.0),
@@ -129,9 +130,9 @@ def test_the_fit_recovers_the_parameters_that_generated_the_data(
 
 def test_the_fitted_config_carries_the_measured_startup_delay(calibrated: tuple[CalibrationReport, SimConfig]) -> None:
     report, fitted = calibrated
-    # Median over the transitions that created pods (4 s and 9 s); the scale-down does not count.
-    assert report.measured_startup_s == pytest.approx(6.5)
-    assert fitted.startup_delay_s == pytest.approx(6.5)
+    # Median over the scale-ups (3 s and 4 s); the limit change's rollout (9 s) and the scale-down do not count.
+    assert report.measured_startup_s == pytest.approx(3.5)
+    assert fitted.startup_delay_s == pytest.approx(3.5)
 
 
 def test_the_default_split_holds_back_one_point_per_cell_rotating_over_loads() -> None:
