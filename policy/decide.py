@@ -483,7 +483,7 @@ class _Unremembered:
     last_scale_down_at: float | None
     last_limit_change_at: float | None
     set_limits: tuple[int, int] | None
-    holder: Source | None
+    holder: str | None  # GateState.holder
     holder_left: int
     hpa_events: tuple[tuple[float, int], ...]
 
