@@ -445,6 +445,7 @@ class CalibrationReport(BaseModel):
     default_values: dict[str, float]
     fitted_values: dict[str, float]
     fit: FitResult
+    weights: FitWeights
     train_ids: list[str]
     held_back_ids: list[str]
     points: list[PointReport]
@@ -530,6 +531,7 @@ def calibrate(
         default_values={n: float(getattr(base, n)) for n in result.params},
         fitted_values=result.values,
         fit=result,
+        weights=weights or FitWeights(),
         train_ids=train_ids,
         held_back_ids=held_ids,
         points=rows,

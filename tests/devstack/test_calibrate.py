@@ -7,12 +7,13 @@ import json
 import math
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from rlscale.cli import main
-from rlscale.devstack.calibrate import CalibrationGrid, constant_load, queries, to_measurement
+from rlscale.devstack.calibrate import CalibrationGrid, constant_load, parse_weights, queries, to_measurement
 from rlscale.devstack.loadgen import LoadSummary
 from rlscale.training.calibration import GridPoint, Measurement, MeasurementSet, predict, with_values
 from rlscale.training.sim_config import SimConfig
@@ -100,8 +101,17 @@ def test_calibrate_from_saved_measurements_writes_the_report_the_config_and_the_
     assert fitted.cpu_per_request_ms == pytest.approx(6.0, rel=0.1)
     assert len(report["held_back_ids"]) == 2 and "| yes |" in (out / "table.md").read_text()
     assert "cpu_per_request_ms: 10 → " in result.output
+    assert report["weights"] == {"throughput": 1.0, "latency_p99": 1.0, "cpu_utilization": 1.0}
 
 
 def test_calibrate_refuses_a_parameter_it_cannot_fit(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["calibrate", "--fit", "step_s", "--out", str(tmp_path)])
     assert result.exit_code != 0 and "cannot fit" in result.output
+
+
+def test_weights_parse_by_name_and_refuse_unknown_names() -> None:
+    w = parse_weights("cpu_utilization=0, latency_p99=2")
+    assert (w.throughput, w.latency_p99, w.cpu_utilization) == (1.0, 2.0, 0.0)
+    for bad in ("p99=1", "throughput", "throughput=x", "throughput=-1"):
+        with pytest.raises(click.BadParameter):
+            parse_weights(bad)

@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rlscale.training.calibration import (
     DEFAULT_FIT_PARAMS,
     FIT_BOUNDS,
+    FitWeights,
     GridPoint,
     Measurement,
     MeasurementSet,
@@ -438,9 +439,28 @@ def _csv(kind: type[int] | type[float]) -> Callable[[click.Context, click.Parame
     return parse
 
 
-def write_results(out: Path, data: MeasurementSet, base: SimConfig, params: tuple[str, ...], holdout: Any) -> str:
+def parse_weights(text: str) -> FitWeights:
+    """``--weights throughput=1,latency_p99=1,cpu_utilization=0`` → :class:`FitWeights` (unnamed: 1)."""
+    values: dict[str, float] = {}
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected name=value, got {item!r}", param_hint="--weights")
+        try:
+            values[name.strip()] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{name}: not a number: {value!r}", param_hint="--weights") from None
+    try:
+        return FitWeights.model_validate(values)
+    except ValidationError as exc:
+        raise click.BadParameter(f"{exc}; names: {', '.join(FitWeights.model_fields)}", param_hint="--weights") from exc
+
+
+def write_results(
+    out: Path, data: MeasurementSet, base: SimConfig, params: tuple[str, ...], holdout: Any, weights: FitWeights
+) -> str:
     """Fit and write report.json, fitted-sim-config.json and table.md; return the text to print."""
-    report, fitted = calibrate(data, base, params=params, holdout=holdout)
+    report, fitted = calibrate(data, base, params=params, holdout=holdout, weights=weights)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(report.model_dump_json(indent=2))
     (out / "fitted-sim-config.json").write_text(fitted.model_dump_json(indent=2))
@@ -473,6 +493,12 @@ def write_results(out: Path, data: MeasurementSet, base: SimConfig, params: tupl
     show_default=True,
     help=f"SimConfig fields to fit, from: {', '.join(sorted(FIT_BOUNDS))}.",
 )
+@click.option(
+    "--weights",
+    default="throughput=1,latency_p99=1,cpu_utilization=1",
+    show_default=True,
+    help="Weight of each metric's log-ratio residual in the fit.",
+)
 @click.option("--holdout", default=None, help="Held-back point ids (comma-separated); default: one per cell, rotating.")
 @click.option(
     "--base-config",
@@ -496,6 +522,7 @@ def calibrate_cmd(
     warmup_s: float,
     measure_s: float,
     fit_params: str,
+    weights: str,
     holdout: str | None,
     base_config: Path | None,
     from_measurements: Path | None,
@@ -515,6 +542,7 @@ def calibrate_cmd(
     except ValidationError as exc:
         raise click.UsageError(str(exc)) from exc
     held = tuple(h.strip() for h in holdout.split(",") if h.strip()) if holdout else None
+    fit_weights = parse_weights(weights)
     t0 = time.monotonic()
     if from_measurements is not None:
         try:
@@ -531,7 +559,7 @@ def calibrate_cmd(
         raise click.ClickException(f"{len(data.points)} points measured: too few to fit")
     click.echo("==> fitting the simulator (training points only) …")
     try:
-        text = write_results(out, data, base, params, held)
+        text = write_results(out, data, base, params, held, fit_weights)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo("\n" + text)
@@ -539,4 +567,12 @@ def calibrate_cmd(
     click.echo(f"wall time: {time.monotonic() - t0:.0f}s")
 
 
-__all__ = ["CalibrationGrid", "CalibrationRun", "calibrate_cmd", "constant_load", "queries", "to_measurement"]
+__all__ = [
+    "CalibrationGrid",
+    "CalibrationRun",
+    "calibrate_cmd",
+    "constant_load",
+    "parse_weights",
+    "queries",
+    "to_measurement",
+]
