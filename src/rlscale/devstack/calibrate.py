@@ -485,7 +485,7 @@ def write_results(
 @click.option("--request-cpu-ms", type=float, default=5.7, show_default=True, help="Nominal CPU per request (grid).")
 @click.option("--work-ms", type=float, default=5.0, show_default=True, help="The demo app's hashing per request.")
 @click.option("--warmup", "warmup_s", type=click.FloatRange(0, 600), default=10.0, show_default=True)
-@click.option("--measure", "measure_s", type=click.FloatRange(5, 600), default=30.0, show_default=True)
+@click.option("--measure", "measure_s", type=click.FloatRange(5, 600), default=40.0, show_default=True)
 @click.option(
     "--fit",
     "fit_params",
