@@ -29,14 +29,12 @@ import json
 import math
 import os
 import platform
-import signal
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -61,7 +59,7 @@ from .cli import make_cluster, resolve_node_kind
 from .images import DEMO_IMAGE_REPO, ImageBuildError
 from .loadgen import LoadConfig, LoadGenerator, LoadPlan, LoadSummary, Pattern
 from .manifests import real_deployment
-from .procs import ComponentError
+from .procs import ComponentError, Interrupted, sigterm_raises
 from .prometheus import LocalPrometheus, PrometheusNotFoundError
 from .realcluster import RealNodeCluster
 from .realload import PodEndpoints, wait_ready_pods
@@ -107,22 +105,6 @@ class CalibrationGrid(BaseModel):
                     for f in sorted(self.load_fractions)
                 )
         return out
-
-
-class _Interrupted(Exception):
-    """SIGTERM, turned into an exception so the teardown runs."""
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise _Interrupted(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def deployment(image: str, point: GridPoint, work_ms: float) -> dict[str, Any]:
@@ -282,7 +264,7 @@ class CalibrationRun:
             f"CPU limits × {len(self.grid.load_fractions)} loads), {self.warmup_s:g} s warm-up + "
             f"{self.measure_s:g} s measured each: ≥ {len(points) * per_point / 60:.1f} min of load"
         )
-        with contextlib.ExitStack() as stack, _sigterm_raises():
+        with contextlib.ExitStack() as stack, sigterm_raises():
             try:
                 self._start(stack, stack_dir, points[0])
                 for i, point in enumerate(points):
@@ -297,7 +279,7 @@ class CalibrationRun:
                         + (f" (throttled in {m.throttled_fraction:.0%} of periods)" if m.throttled_fraction else "")
                         + f", errors {m.error_rate:.1%}"
                     )
-            except (KeyboardInterrupt, _Interrupted):
+            except (KeyboardInterrupt, Interrupted):
                 self.echo(f"\ninterrupted after {len(self.measurements)} points: tearing down")
             self.echo("==> tearing down (load, Prometheus, control plane and node)")
         self._save()

@@ -28,12 +28,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import click
@@ -46,7 +44,7 @@ from rlscale.devstack.demo_report import DecisionRecord, decision_line, format_s
 from rlscale.devstack.images import DEMO_IMAGE_REPO, ImageBuildError
 from rlscale.devstack.manifests import guaranteed_deployment, real_deployment
 from rlscale.devstack.operator_stack import OperatorProcess, helm_install, service_account_kubeconfig
-from rlscale.devstack.procs import ComponentError
+from rlscale.devstack.procs import ComponentError, Interrupted, sigterm_raises
 from rlscale.devstack.prometheus import LocalPrometheus, PrometheusNotFoundError
 from rlscale.devstack.realcluster import RealNodeCluster
 from rlscale.devstack.realload import PodEndpoints, RealWorkload, wait_ready_pods
@@ -234,22 +232,6 @@ def model_note() -> str:
     return f"{DEFAULT_MODEL_PATH} ({kind})"
 
 
-class _Interrupted(Exception):
-    """SIGTERM, turned into an exception so the teardown runs."""
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise _Interrupted(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 class Demo:
     """One demo run; :meth:`run` returns when the pattern is replayed, the time is up, or on Ctrl-C."""
 
@@ -309,12 +291,12 @@ class Demo:
         self.echo(f"model: {model_note()}")
         self.echo(f"gate:  {o.mode} — {GATE_NOTES[o.mode]}")
         interrupted = False
-        with contextlib.ExitStack() as stack, _sigterm_raises():
+        with contextlib.ExitStack() as stack, sigterm_raises():
             try:
                 self._start(stack, stack_dir)
                 self.echo("")
                 self._watch()
-            except (KeyboardInterrupt, _Interrupted):
+            except (KeyboardInterrupt, Interrupted):
                 interrupted = True
                 self.echo("\ninterrupted: summarising what ran, then tearing everything down")
             self._report()

@@ -16,15 +16,18 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 
 __all__ = [
     "ComponentError",
+    "Interrupted",
     "ManagedProcess",
     "free_port",
     "kill_process_group",
     "pid_alive",
+    "sigterm_raises",
     "tail",
     "wait_until",
 ]
@@ -225,3 +228,25 @@ def _set_pdeathsig() -> None:
     is itself shutting down (measured), keeping its port and memory meanwhile.
     """
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class Interrupted(Exception):
+    """SIGTERM, turned into an exception so that a long-running command's teardown runs."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Interrupted` (as Ctrl-C raises KeyboardInterrupt).
+
+    ``rlscale demo`` and ``rlscale calibrate`` start a cluster, a real node and Prometheus;
+    a plain SIGTERM would end the process without the ``finally`` that stops them.
+    """
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
