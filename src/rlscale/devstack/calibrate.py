@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from kubernetes import client, config
+from kubernetes import client
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rlscale.training.calibration import (
@@ -55,7 +55,7 @@ from rlscale.training.calibration import (
 )
 from rlscale.training.sim_config import SimConfig
 
-from .cli import make_cluster, resolve_node_kind
+from .cli import make_cluster, resolve_node_kind, start_cluster, step_timer
 from .images import DEMO_IMAGE_REPO, ImageBuildError
 from .loadgen import LoadConfig, LoadGenerator, LoadPlan, LoadSummary, Pattern
 from .manifests import real_deployment
@@ -286,9 +286,7 @@ class CalibrationRun:
         return self.data()
 
     def _step(self, what: str) -> Callable[[], None]:
-        t = time.monotonic()
-        self.echo(f"==> {what} …")
-        return lambda: self.echo(f"    done in {time.monotonic() - t:.1f}s")
+        return step_timer(self.echo, what)
 
     def _start(self, stack: contextlib.ExitStack, stack_dir: Path, first: GridPoint) -> None:
         done = self._step("tools (etcd, kube-*, kwok, the kubelet, CNI, pause)")
@@ -300,11 +298,8 @@ class CalibrationRun:
         assert isinstance(cluster, RealNodeCluster)
         done()
         done = self._step("control plane and a real node (kubelet + containerd)")
-        stack.callback(cluster.stop)
-        cluster.start()
+        api = self.api = start_cluster(stack, cluster)
         done()
-        api = self.api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
-        stack.callback(api.close)
         done = self._step("the demo Deployment, Prometheus (pods + cAdvisor)")
         image = next(n for n in cluster.image_names if n.startswith(DEMO_IMAGE_REPO + ":"))
         client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))

@@ -10,14 +10,16 @@ the pid in ``<work-dir>/state.json`` (and kills leftover components if it is gon
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -28,6 +30,9 @@ from .node import real_node_unsupported
 from .procs import kill_process_group, pid_alive, tail
 from .realcluster import RealNodeCluster
 from .tools import ToolsNotFoundError, locate_tools_bin
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 DEFAULT_WORK_DIR = Path(".devstack/cluster")
 STATE_FILE = "state.json"
@@ -105,6 +110,24 @@ def make_cluster(node_kind: str, bin_dir: Path, work_dir: Path, *, nodes: int, t
     except ImageBuildError as exc:
         raise click.ClickException(str(exc)) from exc
     return RealNodeCluster(bin_dir, work_dir, images=images, nodes=nodes, start_timeout=timeout)
+
+
+def start_cluster(stack: contextlib.ExitStack, cluster: LocalCluster) -> ApiClient:
+    """Start ``cluster`` and return an API client for it; ``stack`` closes the client, then stops the cluster."""
+    from kubernetes import config
+
+    stack.callback(cluster.stop)
+    cluster.start()
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
+    stack.callback(api.close)
+    return api
+
+
+def step_timer(echo: Callable[[str], None], what: str) -> Callable[[], None]:
+    """Announce one step of a long command (``==> what …``); the returned call reports its duration."""
+    t = time.monotonic()
+    echo(f"==> {what} …")
+    return lambda: echo(f"    done in {time.monotonic() - t:.1f}s")
 
 
 @cluster.command()

@@ -36,10 +36,10 @@ from typing import Any
 
 import click
 import numpy as np
-from kubernetes import client, config
+from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from rlscale.devstack.cli import make_cluster, resolve_node_kind
+from rlscale.devstack.cli import make_cluster, resolve_node_kind, start_cluster, step_timer
 from rlscale.devstack.demo_report import DecisionRecord, decision_line, format_summary, plot, summarize
 from rlscale.devstack.images import DEMO_IMAGE_REPO, ImageBuildError
 from rlscale.devstack.manifests import guaranteed_deployment, real_deployment
@@ -266,13 +266,7 @@ class Demo:
             raise click.BadParameter(str(exc), param_hint="--trace") from exc
 
     def _step(self, what: str) -> Callable[[], None]:
-        t = time.monotonic()
-        self.echo(f"==> {what} …")
-
-        def done() -> None:
-            self.echo(f"    done in {time.monotonic() - t:.1f}s")
-
-        return done
+        return step_timer(self.echo, what)
 
     def run(self) -> int:
         """Run everything; 0 on success, 130 when interrupted."""
@@ -321,11 +315,8 @@ class Demo:
         if self.node_kind == "real":
             done()
             done = self._step("control plane and a real node (kubelet + containerd)")
-        stack.callback(cluster.stop)
-        cluster.start()
+        api = self.api = start_cluster(stack, cluster)
         done()
-        api = self.api = config.new_client_from_config(config_file=str(cluster.kubeconfig))
-        stack.callback(api.close)
 
         done = self._step(f"helm install {RELEASE} charts/rlscale -n {OPERATOR_NS} (watching {DEMO_NS})")
         client.CoreV1Api(api).create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=DEMO_NS)))
