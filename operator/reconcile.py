@@ -59,7 +59,20 @@ from rlscale.policy.budget import MemberRequest, budget_limits, scale_down_step,
 from rlscale.policy.decide import ControllerState, Decision, DecisionConfig, decide, regrant
 from rlscale.policy.observation import SIGNAL_READS, Observation
 
-__all__ = ["Conflicts", "EventSink", "Outcome", "PolicyRef", "Reconciler"]
+__all__ = ["Conflicts", "EventSink", "Outcome", "PolicyRef", "Reconciler", "races_as_independent_hpa"]
+
+
+def races_as_independent_hpa(decision: Decision) -> bool:
+    """Whether a budget grants this decision as an independent HPA under a quota (first come, first served).
+
+    Only where the gradual rollout gate is comparing the two: an interval the gate gave to
+    the baseline while a model was there to choose. Those intervals are the gate's measure
+    of the HPA, and an HPA without rlscale gets no coordination in a shared quota; scoring
+    it with the fair rule's help would compare the learned policy with an HPA that does not
+    exist. Without a model, or in ``shadow``/``full`` mode, the budget's own rule grants
+    every member (a budget of HPA-only policies is still arbitrated fairly).
+    """
+    return decision.source == "baseline" and decision.gate_mode == "gradual" and decision.learned_action is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +396,7 @@ class Reconciler:
             proposed_replicas=decision.replicas,
             proposed_cpu_limit_m=decision.cpu_limit_m,
             proposed_memory_limit_mib=decision.memory_limit_mib,
+            independent=races_as_independent_hpa(decision),
         )
         grant = await self.budgets.grant(tick.ref.namespace, budget, request)
         granted, state = regrant(config, state, decision, grant.replicas, grant.cpu_limit_m, grant.memory_limit_mib)

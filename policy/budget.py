@@ -22,6 +22,12 @@ replicas × the container limit, summed over members. Two rules:
   that asks when the quota is full gets nothing. This is what the ReplicaSet controller
   does: pods are created one by one until the quota refuses the next.
 
+A member whose proposal the conventional baseline made (``MemberRequest.independent``: the
+rollout gate gave the interval to the HPA) is granted as an independent HPA under a quota
+is, whatever the rule: first come, first served from the free capacity, before the fair
+share-out, neither giving nor receiving reclaimed pods. So the gate compares the learned
+policy's coordinated intervals with what the HPA really achieves in a shared quota.
+
 Shared by both rules, so they differ only in *who* gets scarce capacity:
 
 * A proposal that does not grow a member's allocation (scale-down, hold) is always
@@ -95,6 +101,13 @@ class MemberRequest:
     max_reclaim: int = 0
     #: ... and never below this count.
     min_replicas: int = 0
+    #: Decided by the conventional baseline (the HPA), not the learned policy: granted as an
+    #: independent autoscaler under a quota is, whatever the rule — first come, first served
+    #: from the free capacity, before the fair share-out, never asked to give pods back and
+    #: never given pods taken from others. The rollout gate then compares the learned policy's
+    #: coordinated intervals with what the HPA really does in a quota, not with an HPA that
+    #: the coordination helps.
+    independent: bool = False
 
     def spare_pods(self, reclaim_below: float = RECLAIM_BELOW) -> int:
         """Pods beyond what keeps its pressure per pod under ``reclaim_below`` (<= ``max_reclaim``; not the last)."""
@@ -220,8 +233,8 @@ def arbitrate(
 ) -> Arbitration:
     """Grant the members' proposals within ``budget`` by its rule; see the module docstring.
 
-    ``order`` is the arrival order for ``fcfs`` (default: the members' order); ``fair``
-    ignores it. Grants come back in the members' order.
+    ``order`` is the arrival order for ``fcfs`` and for ``independent`` members (default:
+    the members' order); the fair share-out ignores it. Grants come back in the members' order.
 
     With the fair rule, members that set ``max_reclaim`` may also be asked to give pods
     back while the budget binds: a pod goes from the member that would be least pressed
@@ -292,16 +305,21 @@ def arbitrate(
                 heapq.heappush(heap, (-residual(name), name))
 
     reclaimed = {m.name: 0 for m in members}
-    if budget.rule == "fcfs":
-        arrival = list(order) if order is not None else [m.name for m in members]
-        if sorted(arrival) != sorted(m.name for m in members):
-            raise ValueError(f"order: must name every member once, got {arrival}")
-        for name in arrival:
-            while name in want and got[name] < want[name] and fits(name):
-                take(name)
-    else:
+    arrival = list(order) if order is not None else [m.name for m in members]
+    if sorted(arrival) != sorted(m.name for m in members):
+        raise ValueError(f"order: must name every member once, got {arrival}")
+    independent = {m.name for m in growing if m.independent or budget.rule == "fcfs"}
+    # Independent members (all of them under fcfs) race for the free capacity in arrival order.
+    for name in arrival:
+        while name in independent and got[name] < want[name] and fits(name):
+            take(name)
+    for name in independent:
+        del by_name[name]
+    if budget.rule == "fair":
         fill()
-        donors = {m.name: m for m in members if not m.grows and m.spare_pods(budget.reclaim_below) > 0}
+        donors = {
+            m.name: m for m in members if not m.grows and not m.independent and m.spare_pods(budget.reclaim_below) > 0
+        }
         while donors:
             pressed = [n for n in sorted(by_name) if got[n] < want[n] and residual(n) > 1.0]
             if not pressed:
@@ -349,7 +367,7 @@ def arbitrate(
         r = floor[m.name] + got[m.name]
         limit_refused = (c, mm) != (m.proposed_cpu_limit_m, m.proposed_memory_limit_mib)
         refused = m.proposed_replicas - r
-        why = _why(budget, m, r, refused, limit_refused)
+        why = _why(budget, m, r, refused, limit_refused, first_come=m.name in independent)
         grants[m.name] = Grant(
             m.name, r, c, mm, m.proposed_replicas, m.demand_cpu_m, m.pressure, refused, limit_refused, why
         )
@@ -360,12 +378,13 @@ def _grant(m: MemberRequest, r: int, c: int, mm: int, why: str) -> Grant:
     return Grant(m.name, r, c, mm, m.proposed_replicas, m.demand_cpu_m, m.pressure, 0, False, why or "granted")
 
 
-def _why(budget: BudgetConfig, m: MemberRequest, r: int, refused: int, limit_refused: bool) -> str:
-    rule = (
-        "fair: pods go first to the member with the highest pressure per pod"
-        if budget.rule == "fair"
-        else "first come, first served"
-    )
+def _why(budget: BudgetConfig, m: MemberRequest, r: int, refused: int, limit_refused: bool, *, first_come: bool) -> str:
+    if not first_come:
+        rule = "fair: pods go first to the member with the highest pressure per pod"
+    elif budget.rule == "fcfs":
+        rule = "first come, first served"
+    else:
+        rule = "first come, first served: the baseline decided, as an independent HPA under a quota"
     parts = []
     if refused > 0:
         parts.append(f"{refused} of {m.proposed_replicas - min(m.replicas, m.proposed_replicas)} new pods refused")

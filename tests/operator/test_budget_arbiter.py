@@ -9,6 +9,7 @@ cannot be known.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 import pytest
@@ -16,7 +17,10 @@ import pytest
 from rlscale.operator.budget_arbiter import BudgetArbiter, Membership, quota_totals, selects
 from rlscale.operator.budget_models import CapacityBudgetSpec
 from rlscale.operator.handlers import find_budget
+from rlscale.operator.reconcile import races_as_independent_hpa
 from rlscale.policy.budget import MemberRequest
+from rlscale.policy.decide import ControllerState, DecisionConfig, decide
+from rlscale.policy.observation import Observation
 
 SEL = {"matchLabels": {"budget": "shop"}}
 
@@ -152,3 +156,29 @@ async def test_the_ceiling_for_the_mask_is_what_could_be_granted() -> None:
     await asyncio.gather(arbiter.grant("ns", m, _ask("a", 2, 2)), arbiter.grant("ns", m, _ask("b", 2, 4)))
     # a holds 2 cores, b 4: a could have its own 2 and the 2 free, not b's (b is not under its target).
     assert arbiter.ceiling("ns", m, _ask("a", 2, 2)) == 4000
+
+
+def test_only_the_gradual_gates_hpa_intervals_race_as_independent_hpas() -> None:
+    """The intervals the gate scores as the HPA's are granted as an HPA in a quota is; nothing else."""
+    obs = Observation(
+        timestamp=1_800_000_000.0, replicas=3, ready_replicas=3, cpu_limit_m=500, memory_limit_mib=512,
+        cpu_utilization=1.4,
+    )  # fmt: skip
+    d, _ = decide(obs, DecisionConfig(), ControllerState.initial(DecisionConfig()), None)
+    gated_hpa = dataclasses.replace(d, source="baseline", gate_mode="gradual", learned_action="replicas+1")
+    assert races_as_independent_hpa(gated_hpa)
+    assert not races_as_independent_hpa(dataclasses.replace(gated_hpa, source="learned"))
+    assert not races_as_independent_hpa(dataclasses.replace(gated_hpa, gate_mode="shadow"))
+    assert not races_as_independent_hpa(dataclasses.replace(gated_hpa, learned_action=None))  # no model to compare
+    assert not races_as_independent_hpa(d)  # no model, gate off: the budget's rule
+
+
+@pytest.mark.asyncio
+async def test_an_hpa_decided_member_takes_free_pods_first_come_first_served_in_a_fair_round() -> None:
+    arbiter = BudgetArbiter(FakeKube(), window_s=5.0)  # type: ignore[arg-type]
+    m = _membership({"cpuMillicores": 6000})
+    hpa = dataclasses.replace(_ask("a", 1, 6, pressure=1.0), independent=True)
+    a, b = await asyncio.gather(arbiter.grant("ns", m, hpa), arbiter.grant("ns", m, _ask("b", 1, 6, pressure=3.0)))
+    # Fair alone would favour b (three times as pressed); the HPA's interval races and wins the free pods.
+    assert (a.replicas, b.replicas) == (5, 1)
+    assert "independent HPA under a quota" in a.reason

@@ -111,6 +111,34 @@ def test_fair_reclaims_nothing_from_a_member_at_its_target_or_its_floor() -> Non
     assert arbitrate(BudgetConfig(cpu_m=10_000), calm).by_name()["a"].replicas == 6  # b is not past its target
 
 
+def test_an_hpa_decided_member_races_first_come_first_served_inside_a_fair_budget() -> None:
+    # 10 cores, 8 held, 2 pods to hand out; b is more pressed. Fair alone gives b both; when the
+    # baseline decided a's interval, a races as an HPA under a quota does and takes them first.
+    a, b = member("a", 4, 8, pressure=1.0), member("b", 4, 8, pressure=3.0)
+    fair = arbitrate(BudgetConfig(cpu_m=10_000), [a, b]).by_name()
+    assert (fair["a"].replicas, fair["b"].replicas) == (4, 6)
+    a_hpa = dataclasses.replace(a, independent=True)
+    mixed = arbitrate(BudgetConfig(cpu_m=10_000), [a_hpa, b], order=["b", "a"]).by_name()
+    assert (mixed["a"].replicas, mixed["b"].replicas) == (6, 4)
+    assert "independent HPA under a quota" in mixed["a"].reason
+    assert "fair" in mixed["b"].reason
+    # Among HPA-decided members, arrival order decides.
+    b_hpa = dataclasses.replace(b, independent=True)
+    both = arbitrate(BudgetConfig(cpu_m=10_000), [a_hpa, b_hpa], order=["b", "a"]).by_name()
+    assert (both["a"].replicas, both["b"].replicas) == (4, 6)
+
+
+def test_an_hpa_decided_member_neither_gives_nor_gets_reclaimed_pods() -> None:
+    a, b = member("a", 6, 6, pressure=0.4, max_reclaim=2), member("b", 4, 8, pressure=2.0)
+    budget = BudgetConfig(cpu_m=10_000)
+    assert arbitrate(budget, [a, b]).by_name()["a"].replicas == 4  # fair: 2 pods go from a to b
+    donor_hpa = arbitrate(budget, [dataclasses.replace(a, independent=True), b]).by_name()
+    assert (donor_hpa["a"].replicas, donor_hpa["b"].replicas) == (6, 4)
+    taker_hpa = arbitrate(budget, [a, dataclasses.replace(b, independent=True)]).by_name()
+    assert (taker_hpa["a"].replicas, taker_hpa["b"].replicas) == (6, 4)
+    assert taker_hpa["a"].reclaimed_pods == 0
+
+
 def test_bad_members_are_refused() -> None:
     with pytest.raises(ValueError, match="unique"):
         arbitrate(BudgetConfig(cpu_m=1000), [member("a", 1, 1), member("a", 1, 1)])
@@ -160,6 +188,7 @@ def members_and_budget(draw: st.DrawFn) -> tuple[BudgetConfig, list[MemberReques
                 weight=draw(st.sampled_from([0.5, 1.0, 2.0])),
                 max_reclaim=draw(st.sampled_from([0, 0, 1, 3])),
                 min_replicas=draw(st.integers(0, 5)),
+                independent=draw(st.sampled_from([False, False, False, True])),
             )
         )
     budget = BudgetConfig(
@@ -217,6 +246,7 @@ def test_fair_is_deterministic_and_order_independent(
 ) -> None:
     budget, members = case
     budget = budget.model_copy(update={"rule": "fair"})
+    members = [dataclasses.replace(m, independent=False) for m in members]  # their arrival order counts
     shuffled = list(members)
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
     a = arbitrate(budget, members).by_name()
@@ -260,3 +290,20 @@ def test_fair_never_refuses_a_pod_that_would_still_fit(case: tuple[BudgetConfig,
         if g.refused_pods > 0:
             fits = g.cpu_limit_m <= free_cpu and (free_mem is None or g.memory_limit_mib <= free_mem)
             assert not fits, dataclasses.asdict(g)
+
+
+@settings(max_examples=500, deadline=None)
+@given(members_and_budget(), st.randoms(use_true_random=False))
+def test_a_fair_budget_whose_members_the_hpa_all_decided_is_first_come_first_served(
+    case: tuple[BudgetConfig, list[MemberRequest]], rnd: object
+) -> None:
+    """A fair budget in which the baseline decided for every member grants exactly what fcfs grants."""
+    budget, members = case
+    members = [dataclasses.replace(m, independent=True) for m in members]
+    order = [m.name for m in members]
+    rnd.shuffle(order)  # type: ignore[attr-defined]
+    fair = arbitrate(budget.model_copy(update={"rule": "fair"}), members, order=order)
+    fcfs = arbitrate(budget.model_copy(update={"rule": "fcfs"}), members, order=order)
+    assert [(g.replicas, g.cpu_limit_m, g.memory_limit_mib) for g in fair.grants] == [
+        (g.replicas, g.cpu_limit_m, g.memory_limit_mib) for g in fcfs.grants
+    ]
