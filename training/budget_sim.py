@@ -16,6 +16,12 @@ safety mask itself refuses what could never be granted; their members may be ask
 give such spare pods back (``max_reclaim``, bounded by the member's scale-down step).
 FCFS columns draw a fresh arrival order every interval from the column's seed:
 independent autoscalers have no agreed order.
+
+What a member remembers of a cut decision follows who decides it: a controller with a model
+(rlscale's operator, learned or coordinated) remembers what it was *granted*
+(:func:`~rlscale.policy.decide.regrant`: a refused scale-up starts no cooldown), exactly as
+the operator does; a model-less HPA column remembers what it *asked*, as a Kubernetes HPA
+under a quota does (it set the replicas; the quota refused the pods).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from rlscale.policy.budget import (
     scale_down_step,
     slo_pressure,
 )
-from rlscale.policy.decide import ControllerState, DecisionConfig, decide_batch
+from rlscale.policy.decide import ControllerState, DecisionConfig, decide_batch, regrant
 from rlscale.policy.spec import RAW_COLUMNS
 from rlscale.training.episodes import LOG_KEYS, Controller, EpisodeLog
 from rlscale.training.sim import VectorSim
@@ -135,6 +141,7 @@ def run_budget(
             for j, s in enumerate(sims)
         ]
         decisions = []
+        used_configs = []
         for j in range(m_count):
             configs = base[j]
             if any(col.coordinated for col in columns):
@@ -152,6 +159,7 @@ def run_budget(
                 ]
             d, states[j] = decide_batch(raws[j], configs, states[j], models[j])
             decisions.append(d)
+            used_configs.append(configs)
         targets = np.zeros((3, m_count, c_count), dtype=np.int64)
         refused = np.zeros((m_count, c_count), dtype=np.int64)
         binding = np.zeros(c_count, dtype=bool)
@@ -171,6 +179,12 @@ def run_budget(
             for j, g in enumerate(result.grants):
                 targets[:, j, k] = (g.replicas, g.cpu_limit_m, g.memory_limit_mib)
                 refused[j, k] = g.refused_pods
+                if g.refused and columns[k].controllers[j].model is not None:
+                    # rlscale's operator remembers what it was granted (regrant); a plain HPA under a
+                    # quota remembers the replicas it set, which the quota then refused.
+                    _, states[j][k] = regrant(
+                        used_configs[j][k], states[j][k], decisions[j][k], g.replicas, g.cpu_limit_m, g.memory_limit_mib
+                    )
         for j, s in enumerate(sims):
             _, _, _, _, info = s.step_targets(targets[0, j], targets[1, j], targets[2, j])
             for k in range(c_count):

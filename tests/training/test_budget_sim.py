@@ -134,3 +134,25 @@ def test_evaluate_budget_json_shape(tmp_path: Path) -> None:
     assert one.exit_code != 0 and "at least two" in one.output
     both = CliRunner().invoke(evaluate_budget_cmd, [*args[:4], "--budget-cores", "4", "--budget-fraction", "0.5"])
     assert both.exit_code != 0 and "exactly one" in both.output
+
+
+def test_a_model_column_remembers_what_it_was_granted_an_hpa_column_what_it_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the operator does for rlscale's policies (regrant); a plain HPA under a quota keeps its own memory."""
+    import rlscale.training.budget_sim as budget_sim
+
+    calls: list[bool] = []
+    real = budget_sim.regrant
+
+    def spy(config, state, decision, *granted):  # type: ignore[no-untyped-def]
+        calls.append(decision.source == "learned")
+        return real(config, state, decision, *granted)
+
+    monkeypatch.setattr(budget_sim, "regrant", spy)
+    learned = Controller(decision_config(SIM, BaselineConfig(kind="hpa"), learned=True), _model())
+    hpa_logs = run_budget(SIM, _loads(), BudgetConfig(cpu_m=14_000), [BudgetColumn((_hpa(), _hpa()), "fcfs", 0)])
+    assert sum(int(r) for log in hpa_logs[0] for r in log.steps["refused_pods"]) > 0  # cut, yet not regranted
+    assert calls == []
+    run_budget(SIM, _loads(), BudgetConfig(cpu_m=14_000), [BudgetColumn((learned, learned), "fcfs", 0)])
+    assert calls and all(calls)
