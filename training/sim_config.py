@@ -14,12 +14,16 @@ pods serve only after ``startup_delay_s``; a limit change rolls every pod
 (``restart_max_unavailable`` of them down at a time); a pod whose memory working set
 (base + per in-flight request) exceeds its limit is OOM-killed, drops its in-flight
 requests and restarts. Prometheus-like observations lag ``scrape_delay_steps`` intervals
-and carry multiplicative noise.
+and carry multiplicative noise. ``cpu_limit_model`` chooses how a sub-core CPU limit shapes
+latency: a slower core ("fluid", the default and what the shipped policy was trained on) or,
+as the kernel's CFS quota does it, full speed with a wait for the next period once the
+quota is spent ("cfs_quota", fitted to the real demo service).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -78,6 +82,28 @@ class SimConfig(BaseModel):
         lt=1,
         description="Utilisation at which the stochastic (M/M/c) waiting term stops growing; beyond it the fluid "
         "backlog carries the waiting time.",
+    )
+    cpu_limit_model: Literal["fluid", "cfs_quota"] = Field(
+        "fluid",
+        description="How a CPU limit below one core shapes latency. 'fluid': the pod is a slower core (each request "
+        "takes cpu_per_request_ms / k), the model the shipped policy was trained on. 'cfs_quota': as the kernel's CFS "
+        "quota does it, a request runs at full core speed and waits for the next period when the pod's quota is "
+        "spent (fitted to the real demo service; docs/simulator.md). Capacity is k cores either way.",
+    )
+    cfs_period_ms: float = Field(
+        100.0,
+        gt=0,
+        le=10_000,
+        description="CFS bandwidth period, ms (the kernel's and the kubelet's default is 100): a sub-core pod may run "
+        "k × this per period, then is stopped for the rest of it. Used only by cpu_limit_model 'cfs_quota'.",
+    )
+    cfs_dispersion: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Variance over mean of the number of requests a pod gets per CFS period (1 = Poisson arrivals; "
+        "below 1 = more regular, e.g. round-robin over pods; above 1 = burstier): sets how often a period's demand "
+        "exceeds the quota and how long the backlog across periods grows. Used only by 'cfs_quota'; fitted.",
     )
     queue_capacity_per_replica: float = Field(
         200.0, ge=0, description="Requests one serving pod can hold waiting (accept + worker queue); more are dropped."

@@ -101,7 +101,7 @@ def test_calibrate_from_saved_measurements_writes_the_report_the_config_and_the_
     assert fitted.cpu_per_request_ms == pytest.approx(6.0, rel=0.1)
     assert len(report["held_back_ids"]) == 2 and "| yes |" in (out / "table.md").read_text()
     assert "cpu_per_request_ms: 10 → " in result.output
-    assert report["weights"] == {"throughput": 1.0, "latency_p99": 1.0, "cpu_utilization": 1.0}
+    assert report["weights"] == {"throughput": 1.0, "latency_p99": 1.0, "cpu_utilization": 1.0, "latency_p50": 0.0}
 
 
 def test_calibrate_refuses_a_parameter_it_cannot_fit(tmp_path: Path) -> None:

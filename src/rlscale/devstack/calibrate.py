@@ -484,6 +484,13 @@ def write_results(
     help="SimConfig JSON to start from (default: SimConfig's defaults).",
 )
 @click.option(
+    "--cpu-limit-model",
+    type=click.Choice(["fluid", "cfs_quota"]),
+    default=None,
+    help="Set the base config's cpu_limit_model (default: the base config's, 'fluid'); 'cfs_quota' makes "
+    "cfs_dispersion and cfs_period_ms fittable.",
+)
+@click.option(
     "--from-measurements",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
@@ -502,6 +509,7 @@ def calibrate_cmd(
     weights: str,
     holdout: str | None,
     base_config: Path | None,
+    cpu_limit_model: str | None,
     from_measurements: Path | None,
 ) -> None:
     """Measure the real demo service over a grid and fit the simulator's service parameters to it."""
@@ -513,6 +521,8 @@ def calibrate_cmd(
         )
     try:
         base = SimConfig.model_validate_json(base_config.read_text()) if base_config else SimConfig()
+        if cpu_limit_model is not None:
+            base = SimConfig.model_validate({**base.model_dump(), "cpu_limit_model": cpu_limit_model})
         grid = CalibrationGrid(
             replicas=replicas, cpu_limits_m=cpu_limits, load_fractions=load_fractions, request_cpu_ms=request_cpu_ms
         )
