@@ -534,8 +534,11 @@ class VectorSim:
         approximation gives the stochastic wait: P(wait) = ρ^(√(2(c+1))−1) and waits are
         exponential with mean s / (c(1−ρ)), so the q-quantile of the wait is
         s/(c(1−ρ)) · ln(P(wait)/(1−q)) when P(wait) > 1−q. Service time is exponential
-        with mean s. Returns served, new backlog, dropped, p50 and p99 (ms), CPU
-        utilisation, memory working set per pod (MiB) and in-flight requests per pod.
+        with mean s. With ``cpu_limit_model="cfs_quota"`` a sub-core pod's requests run at
+        full speed (the M/M/c term at utilisation k·ρ) and :meth:`_quota_wait` adds the wait
+        for the next CFS period; served, backlog, drops and CPU are the same either way.
+        Returns served, new backlog, dropped, p50 and p99 (ms), CPU utilisation, memory
+        working set per pod (MiB) and in-flight requests per pod.
         """
         cfg = self.config
         mu_pod, s_ms, s_over_c, expo = self._mu_pod[idx], self._s_ms[idx], self._s_over_c[idx], self._expo[idx]
@@ -596,11 +599,11 @@ class VectorSim:
           quota runs out in a period when N ≥ n, and P(N ≥ n) = P(Gamma(n) ≤ u·n) (the
           Poisson–gamma duality, which also makes it smooth in a non-integer n).
           Wilson–Hilferty: (Gamma(n)/n)^(1/3) is nearly normal with mean 1 − 1/(9n) and
-          variance 1/(9n), so P ≈ Φ(3√n · (u^(1/3) − 1 + 1/(9n))). This is taken as the
+          variance 1/(9n), so π ≈ Φ(3√n · (u^(1/3) − 1 + 1/(9n))). This is taken as the
           probability that a request meets a spent quota. Arrivals with variance d times
-          their mean behave like Poisson counts in units of d requests: n → n/d. It is
-          small at low u (n = 2.5 at u = 0.3: 0.09; n = 5.3: 0.016) and falls faster with n
-          (a larger quota per request averages bursts out). Near u = 1 a period also starts
+          their mean behave like Poisson counts in units of d requests: n → n/d. π is
+          small at low u (with the carry-over below, n = 2.5 at u = 0.3: 0.12; n = 5.3: 0.02)
+          and falls faster with n (a larger quota per request averages bursts out). Near u = 1 a period also starts
           with work carried over from the last: Kingman's mean backlog, u/(2(1 − u))
           requests (in units of d), takes that much of the quota, so the test is
           N ≥ n' = n − u/(2(1 − u)), i.e. u·n/n' in place of u and n' in place of n. That
@@ -612,7 +615,7 @@ class VectorSim:
           heavy-traffic wait for the CPU work queued ahead, d·s·u/(2(1 − u)), stretched by
           the stopped share of each period, (P − q)/q = (1 − k)/k. The wait's tail is taken
           as exponential with the sum as mean: θ = P(1 − k)/2 + (1 − k)·d·s·u/(2k(1 − u)).
-          So the q-quantile of the delay is θ·ln(P/(1 − q)) when P > 1 − q, the form the
+          So the q-quantile of the delay is θ·ln(π/(1 − q)) when π > 1 − q, the form the
           M/M/c term uses.
 
         Both scales carry (1 − k): at one core and above there is no stopped share and the
