@@ -17,6 +17,11 @@ calibrate: ## measure the real demo service over a grid and fit the simulator to
 	scripts/setup.sh
 	$(VENV)/bin/rlscale calibrate $(ARGS)
 
+.PHONY: real-ranking
+real-ranking: ## the HPA and the learned policy on real pods vs the simulator's ranking of them (docs/simulator.md; ~50 min, root)
+	scripts/setup.sh
+	$(VENV)/bin/rlscale real-ranking $(ARGS)
+
 setup: ## install system packages, the virtualenv and the Go-built tools (idempotent)
 	scripts/setup.sh
 

@@ -21,6 +21,7 @@ _COMMANDS: dict[str, str] = {
     "evaluate-budget": "rlscale.training.budget_cli:evaluate_budget_cmd",
     "export": "rlscale.training.cli:export_cmd",
     "history": "rlscale.history:history_cmd",
+    "real-ranking": "rlscale.devstack.real_ranking:real_ranking_cmd",
     "reproduce": "rlscale.training.cli:reproduce_cmd",
     "run": "rlscale.operator.cli:run",
     "seed000": "rlscale.training.cli:seed000_cmd",

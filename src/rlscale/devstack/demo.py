@@ -218,6 +218,7 @@ class DemoOptions:
     seed: int | None
     nodes: int
     node_kind: str | None = None
+    peak_rps: float = REAL_PEAK_RPS
 
 
 def model_note() -> str:
@@ -394,14 +395,15 @@ class Demo:
         operator.start()
         done()
 
-        done = self._step(f"the load generator on the host → the Ready pods (peak {REAL_PEAK_RPS:g} req/s), the policy")
+        peak = self.opts.peak_rps
+        done = self._step(f"the load generator on the host → the Ready pods (peak {peak:g} req/s), the policy")
         workload = RealWorkload(
             api,
             TwinTarget(DEMO_NS, NAME, CONTAINER),
             self.trace,
             prom,
             speed=self.speed,
-            peak_rps=REAL_PEAK_RPS,
+            peak_rps=peak,
             port=REAL_PORT,
             endpoints=endpoints,
             slo_ms=SLO_MS,
@@ -580,6 +582,13 @@ def _decisions_by_source(metrics_text: str) -> dict[str, float]:
     help="real: the demo app in real pods on a kubelet; kwok: fake pods and the simulated twin. "
     "Default: real where the host allows it.",
 )
+@click.option(
+    "--peak-rps",
+    type=click.FloatRange(1, 200),
+    default=REAL_PEAK_RPS,
+    show_default=True,
+    help="--node-kind real: the request rate of the pattern's busiest minute (a 150m pod serves about 25/s).",
+)
 def demo(
     trace: Path | None,
     minutes: float,
@@ -590,6 +599,7 @@ def demo(
     seed: int | None,
     nodes: int,
     node_kind: str | None,
+    peak_rps: float,
 ) -> None:
     """Run rlscale end to end on a local control plane and replay a load pattern against it."""
     opts = DemoOptions(
@@ -602,6 +612,7 @@ def demo(
         seed=seed,
         nodes=nodes,
         node_kind=node_kind,
+        peak_rps=peak_rps,
     )
     try:
         code = Demo(opts).run()
