@@ -17,7 +17,8 @@ budget matters only when members want capacity at the same time. Reported per po
 means over seeds: total and per-member SLO-violation minutes, replica-hours, Jain's index
 over members' SLO attainment (share of intervals within the SLO), budget utilisation
 (allocated CPU / budget, mean over intervals) and the share of intervals in which the
-budget bound.
+budget bound. Beside them, the clairvoyant ``floor`` (:mod:`~rlscale.training.budget_floor`):
+the fewest total SLO-violation minutes any sharing of the budget could reach.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from rlscale.policy.baselines import BaselineConfig
 from rlscale.policy.budget import BudgetConfig, jain_index
 from rlscale.policy.decide import DecisionConfig
 from rlscale.policy.model import PolicyModel
+from rlscale.training.budget_floor import violation_floor
 from rlscale.training.budget_sim import BudgetColumn, run_budget
 from rlscale.training.episodes import Controller, EpisodeLog
 from rlscale.training.evaluate import TuneCriterion, decision_config, tune_baseline
@@ -80,6 +82,8 @@ class BudgetEvaluation:
     logs: dict[str, list[list[EpisodeLog]]]  # policy -> [seed][member]
     #: The most CPU the tuned HPAs hold together without a budget (max over intervals, mean over seeds).
     peak_demand_cores: float | None = None
+    #: The clairvoyant floor on total SLO-violation minutes, per seed (:mod:`~rlscale.training.budget_floor`).
+    floor_minutes: list[float] | None = None
 
     def report(self) -> dict[str, Any]:
         """The ``--json`` object: ``{"budget_cores", "seeds", "policies": {...}}`` plus provenance."""
@@ -103,11 +107,19 @@ class BudgetEvaluation:
         hpa = policies.get("hpa", {}).get("slo_violation_minutes_total")
         for p in policies.values():
             p["slo_violation_ratio_vs_hpa"] = (p["slo_violation_minutes_total"] / hpa) if hpa else None
+        floor = None
+        if self.floor_minutes is not None:
+            floor = {
+                "slo_violation_minutes_total": _mean(self.floor_minutes),
+                "slo_violation_minutes_total_per_seed": self.floor_minutes,
+                "slo_violation_ratio_vs_hpa": (_mean(self.floor_minutes) / hpa) if hpa else None,
+            }
         return {
             "budget_cores": self.budget_cores,
             "seeds": len(self.seeds),
             "peak_demand_cores": self.peak_demand_cores,
             "policies": policies,
+            "floor": floor,
             "traces": [t.provenance() for t in self.windows],
             "tuned_hpa_target_utilization": self.tuned_hpa,
         }
@@ -212,7 +224,9 @@ def evaluate_budget(
     for k in range(len(seeds)):
         for i, p in enumerate(BUDGET_POLICIES):
             by_policy[p].append(logs[k * len(BUDGET_POLICIES) + i])
-    return BudgetEvaluation(budget_cores, [int(s) for s in seeds], members, windows, tuned, by_policy, demand)
+    say("the clairvoyant floor: each member's oracle, the fewest members short per interval")
+    floor = violation_floor(sim, windows, budget_cores, [int(s) for s in seeds])
+    return BudgetEvaluation(budget_cores, [int(s) for s in seeds], members, windows, tuned, by_policy, demand, floor)
 
 
 def format_budget(report: dict[str, Any]) -> str:
@@ -231,6 +245,13 @@ def format_budget(report: dict[str, Any]) -> str:
         lines.append(
             f"{name:<12} {p['slo_violation_minutes_total']:>12.1f} {'-' if ratio is None else f'{ratio:.2f}':>7} "
             f"{p['jain_index']:>6.3f} {p['budget_utilisation']:>6.2f} {p['binding_fraction']:>6.2f}  {per}"
+        )
+    floor = report.get("floor")
+    if floor:
+        ratio = floor["slo_violation_ratio_vs_hpa"]
+        lines.append(
+            f"{'floor':<12} {floor['slo_violation_minutes_total']:>12.1f} {'-' if ratio is None else f'{ratio:.2f}':>7}"
+            "  (clairvoyant: the fewest members short of their oracle's need per interval)"
         )
     return "\n".join(lines)
 

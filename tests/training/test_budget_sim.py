@@ -19,9 +19,11 @@ from rlscale.policy.budget import BudgetConfig
 from rlscale.policy.model import DEFAULT_MODEL_PATH, PolicyModel
 from rlscale.training.budget_cli import evaluate_budget_cmd
 from rlscale.training.budget_eval import overlapping_windows, peak_row
+from rlscale.training.budget_floor import short_members, violation_floor
 from rlscale.training.budget_sim import BudgetColumn, _member_seed, run_budget
 from rlscale.training.episodes import Controller, run_controllers
 from rlscale.training.evaluate import decision_config
+from rlscale.training.oracle import run_oracles
 from rlscale.training.sim_config import SimConfig
 from rlscale.training.workloads import Trace, generate
 
@@ -124,6 +126,11 @@ def test_evaluate_budget_json_shape(tmp_path: Path) -> None:
         assert p["slo_violation_minutes_total"] == pytest.approx(total)
     assert plot.stat().st_size > 0
     assert doc["peak_demand_cores"] > 0
+    # The clairvoyant floor is under every policy's total, seed by seed.
+    floor = doc["floor"]["slo_violation_minutes_total_per_seed"]
+    assert len(floor) == 2
+    for p in doc["policies"].values():
+        assert all(f <= t + 1e-9 for f, t in zip(floor, p["slo_violation_minutes_total_per_seed"], strict=True))
     relative = CliRunner().invoke(
         evaluate_budget_cmd, [*args[:4], "--budget-fraction", "0.5", "--seeds", "1", "--json"]
     )
@@ -156,3 +163,21 @@ def test_a_model_column_remembers_what_it_was_granted_an_hpa_column_what_it_aske
     assert calls == []
     run_budget(SIM, _loads(), BudgetConfig(cpu_m=14_000), [BudgetColumn((learned, learned), "fcfs", 0)])
     assert calls and all(calls)
+
+
+def test_the_floor_counts_the_fewest_members_that_must_be_short() -> None:
+    needs = np.array([[1.0, 4.0, 4.0, 1.0], [2.0, 3.0, 9.0, 1.0], [5.0, 3.0, 1.0, 1.0]])
+    unavoidable = np.zeros_like(needs, dtype=bool)
+    unavoidable[0, 3] = True  # no allocation meets member 0's SLO here: short whatever the budget
+    # Budget 6: {1,2} fit (5 short); {3,3} fit (4 short); {1,4} fit (9 short); {1,1} fit, 0 unavoidable.
+    assert short_members(needs, unavoidable, 6.0).tolist() == [1, 1, 1, 1]
+    assert short_members(needs, unavoidable, 100.0).tolist() == [0, 0, 0, 1]
+    assert short_members(needs, unavoidable, 0.5).tolist() == [3, 3, 3, 3]
+
+
+def test_the_floor_grows_as_the_budget_shrinks_and_is_the_unavoidable_minutes_without_one() -> None:
+    loads = _loads()
+    floors = [violation_floor(SIM, loads, cores, [0])[0] for cores in (10**6, 30, 14, 8)]
+    assert floors == sorted(floors) and floors[-1] > floors[0]
+    alone = sum(run_oracles(SIM, load, [0], variants=[False])[(False, 0)].unavoidable_minutes for load in loads)
+    assert floors[0] == pytest.approx(alone)
