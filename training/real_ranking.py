@@ -18,6 +18,7 @@ exactly as the simulator holds a trace row.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -102,6 +103,8 @@ class PolicyOutcome(BaseModel):
     replica_seconds: float
     cpu_core_seconds: float
     replicas_max: float
+    #: Intervals in which the replica count changed (churn: each change starts or stops pods).
+    replica_changes: float = 0.0
     #: Spread over simulator seeds (0 for the single real run).
     slo_violation_minutes_std: float = 0.0
     replica_seconds_std: float = 0.0
@@ -130,6 +133,7 @@ def predict(
                     "rs": float(s["replicas"].sum()) * sim.step_s,
                     "cs": float(s["cpu_allocated_m"].sum()) / 1000.0 * sim.step_s,
                     "max": float(s["replicas"].max()),
+                    "changes": float(s["replicas_changed"].sum()),
                 }
             )
         agg = aggregate(per_seed)
@@ -138,6 +142,7 @@ def predict(
             replica_seconds=agg["rs"],
             cpu_core_seconds=agg["cs"],
             replicas_max=agg["max"],
+            replica_changes=agg["changes"],
             slo_violation_minutes_std=agg["slo_std"],
             replica_seconds_std=agg["rs_std"],
         )
@@ -191,8 +196,8 @@ def format_comparison(c: RankingComparison) -> str:
     """A markdown table: each policy real vs predicted, then the rankings."""
     lines = [
         "| policy | SLO-violation min real / predicted (± std) | replica-s real / predicted (± std) "
-        "| CPU core-s real / predicted | max replicas real / predicted |",
-        "|---|---|---|---|---|",
+        "| CPU core-s real / predicted | max replicas real / predicted | replica changes real / predicted |",
+        "|---|---|---|---|---|---|",
     ]
     for name in ("hpa", "learned"):
         r, p = c.real[name], c.predicted[name]  # type: ignore[index]
@@ -200,7 +205,7 @@ def format_comparison(c: RankingComparison) -> str:
             f"| {name} | {r.slo_violation_minutes:.1f} / {p.slo_violation_minutes:.1f} ± "
             f"{p.slo_violation_minutes_std:.1f} | {r.replica_seconds:.0f} / {p.replica_seconds:.0f} ± "
             f"{p.replica_seconds_std:.0f} | {r.cpu_core_seconds:.0f} / {p.cpu_core_seconds:.0f} | "
-            f"{r.replicas_max:.0f} / {p.replicas_max:.1f} |"
+            f"{r.replicas_max:.0f} / {p.replicas_max:.1f} | {r.replica_changes:.0f} / {p.replica_changes:.0f} |"
         )
     lines += ["", "| better on | real stack | simulator | agree |", "|---|---|---|---|"]
     for metric, label in (("slo", "SLO-violation minutes"), ("cost", "replica-seconds")):
@@ -220,6 +225,7 @@ def outcome_from_samples(samples: Sequence[Mapping[str, Any]], step_s: float) ->
         replica_seconds=sum(float(s["replicas"]) for s in samples) * step_s,
         cpu_core_seconds=sum(float(s["replicas"]) * float(s["cpu_limit_m"]) for s in samples) / 1000.0 * step_s,
         replicas_max=max(float(s["replicas"]) for s in samples),
+        replica_changes=float(sum(a["replicas"] != b["replicas"] for a, b in itertools.pairwise(samples))),
     )
 
 

@@ -112,7 +112,7 @@ def test_a_real_runs_outcome_sums_its_samples_as_the_simulator_sums_intervals() 
     assert out.slo_violation_minutes == pytest.approx(5.0 / 60.0)
     assert out.replica_seconds == 25.0
     assert out.cpu_core_seconds == pytest.approx((2 * 0.15 + 3 * 0.3) * 5.0)
-    assert out.replicas_max == 3
+    assert out.replicas_max == 3 and out.replica_changes == 1
     with pytest.raises(ValueError, match="no samples"):
         outcome_from_samples([], step_s=5.0)
 
