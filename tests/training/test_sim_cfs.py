@@ -20,19 +20,18 @@ from click.testing import CliRunner
 from rlscale.cli import main
 from rlscale.training.calibration import (
     FitWeights,
-    GridPoint,
-    Measurement,
     MeasurementSet,
     calibrate,
     fit,
-    predict,
     with_values,
 )
 from rlscale.training.sim import VectorSim
 from rlscale.training.sim_config import SimConfig
 
+from .test_calibration import MEASURE_S, WARMUP_S, grid
+from .test_calibration import measured as calibration_data
+
 DT = 15.0
-WARMUP_S, MEASURE_S = 10.0, 30.0
 TRUE = {"cpu_per_request_ms": 6.0, "pod_base_cpu_m": 15.0, "base_latency_ms": 4.0, "cfs_dispersion": 0.4}
 
 
@@ -181,38 +180,9 @@ def test_copy_env_carries_the_quota_parameters() -> None:
 # ------------------------------------------------------------------------------------- the fit
 
 
-def grid_points() -> list[GridPoint]:
-    out = []
-    for c in (150, 300):
-        for r in (1, 3):
-            cap = r * (c - TRUE["pod_base_cpu_m"]) / TRUE["cpu_per_request_ms"]
-            out += [GridPoint(replicas=r, cpu_limit_m=c, offered_rps=round(f * cap, 1)) for f in (0.3, 0.6, 0.85)]
-    return out
-
-
 def measured(config: SimConfig, noise: float, seed: int = 0) -> MeasurementSet:
-    """The simulator's own prediction at each grid point, each metric × exp(N(0, noise))."""
-    rng = np.random.default_rng(seed)
-
-    def jitter(v: float) -> float:
-        return v * float(np.exp(rng.normal(0.0, noise)))
-
-    rows = []
-    for p in grid_points():
-        pr = predict(config, p, warmup_s=WARMUP_S, measure_s=MEASURE_S)
-        rows.append(
-            Measurement(
-                point=p,
-                throughput_rps=jitter(pr.throughput_rps),
-                latency_p50_ms=jitter(pr.latency_p50_ms),
-                latency_p99_ms=jitter(pr.latency_p99_ms),
-                cpu_utilization=jitter(pr.cpu_utilization),
-                error_rate=pr.error_rate,
-            )
-        )
-    return MeasurementSet(
-        created="2026-12-02T00:00:00+00:00", work_ms=5.0, warmup_s=WARMUP_S, measure_s=MEASURE_S, points=rows
-    )
+    """The simulator's own prediction at test_calibration's grid, each metric × exp(N(0, noise))."""
+    return calibration_data(config, grid(), noise, seed)
 
 
 def test_the_fit_recovers_the_quota_terms_dispersion_from_simulated_data() -> None:
