@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rlscale.training.budget_sim import member_seed
 from rlscale.training.oracle import run_oracles
 from rlscale.training.sim import VectorSim
 from rlscale.training.sim_config import SimConfig
@@ -43,19 +44,22 @@ def short_members(needs_cores: np.ndarray, unavoidable: np.ndarray, budget_cores
 def violation_floor(sim: SimConfig, windows: Sequence[Trace], budget_cores: float, seeds: Sequence[int]) -> list[float]:
     """The floor on total SLO-violation minutes of ``windows`` sharing ``budget_cores``, per seed.
 
-    Each member's need is its oracle's under the same seed (the draws the policies' runs
-    get), at the initial CPU limit, as the budget counts it (pods × limit).
+    Each member's need is its oracle's under the draws that member gets in the policies'
+    runs (common random numbers), at the initial CPU limit, as the budget counts it (pods × limit).
     """
-    runs = [run_oracles(sim, w, seeds, variants=[False]) for w in windows]
+    # Member j of a column seeded s draws with seed member_seed(s, j): the oracle draws the same.
+    runs = [
+        run_oracles(sim, w, [member_seed(int(s), j) for s in seeds], variants=[False]) for j, w in enumerate(windows)
+    ]
     out = []
     for seed in seeds:
-        member_runs = [r[(False, int(seed))] for r in runs]
+        member_runs = [r[(False, member_seed(int(seed), j))] for j, r in enumerate(runs)]
         steps = min(len(m.needed) for m in member_runs)
         needs = np.stack([m.needed[:steps] * m.cpu_limit_m[:steps] for m in member_runs]) / 1000.0
         unavoidable = np.stack([m.unavoidable[:steps] for m in member_runs])
         # Every policy starts from the same Deployments, and held capacity is never taken away:
         # a budget they already exceed at the start is, for the floor, what they start with.
-        start = sum(_initial_cores(sim, w, int(seed)) for w in windows)
+        start = sum(_initial_cores(sim, w, member_seed(int(seed), j)) for j, w in enumerate(windows))
         out.append(float(short_members(needs, unavoidable, max(budget_cores, start)).sum()) * sim.step_s / 60.0)
     return out
 

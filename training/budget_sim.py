@@ -63,7 +63,7 @@ class BudgetColumn:
     coordinated: bool = False
 
 
-def _member_seed(seed: int, member: int) -> int:
+def member_seed(seed: int, member: int) -> int:
     """Members draw independent noise; equal column seeds share it (common random numbers across policies)."""
     return seed * 1009 + member
 
@@ -92,7 +92,7 @@ def run_budget(
             n_envs=c_count,
             autoreset=False,
             fixed_start=True,
-            env_seeds=[_member_seed(col.seed, j) for col in columns],
+            env_seeds=[member_seed(col.seed, j) for col in columns],
             episode_steps=10**12,
         )
         s.reset()
@@ -210,4 +210,4 @@ def run_budget(
     return out
 
 
-__all__ = ["BUDGET_LOG_KEYS", "BudgetColumn", "run_budget"]
+__all__ = ["BUDGET_LOG_KEYS", "BudgetColumn", "member_seed", "run_budget"]

@@ -20,7 +20,7 @@ from rlscale.policy.model import DEFAULT_MODEL_PATH, PolicyModel
 from rlscale.training.budget_cli import evaluate_budget_cmd
 from rlscale.training.budget_eval import overlapping_windows, peak_row
 from rlscale.training.budget_floor import short_members, violation_floor
-from rlscale.training.budget_sim import BudgetColumn, _member_seed, run_budget
+from rlscale.training.budget_sim import BudgetColumn, member_seed, run_budget
 from rlscale.training.episodes import Controller, run_controllers
 from rlscale.training.evaluate import decision_config
 from rlscale.training.oracle import run_oracles
@@ -67,7 +67,7 @@ def test_no_column_ever_holds_more_than_the_budget(cores: int) -> None:
 
 def test_a_budget_that_never_binds_leaves_each_member_as_it_would_run_alone() -> None:
     loads = _loads()
-    alone = [run_controllers(SIM, load, [_hpa()], seed=_member_seed(3, j))[0] for j, load in enumerate(loads)]
+    alone = [run_controllers(SIM, load, [_hpa()], seed=member_seed(3, j))[0] for j, load in enumerate(loads)]
     together = run_budget(SIM, loads, BudgetConfig(cpu_m=10**7), [BudgetColumn((_hpa(), _hpa()), "fcfs", 3)])[0]
     for a, b in zip(alone, together, strict=True):
         assert not b.steps["budget_binding"].any()
