@@ -4,8 +4,9 @@ Two ``rlscale demo --node-kind real`` runs of one 20-minute step pattern at 1× 
 starts and tears down the whole stack, so the second starts as clean as the first): gate
 ``shadow``, where the HPA baseline makes every decision, and gate ``full``, where the
 learned policy does. Then the simulator plays the same pattern with the same decision
-configs (:mod:`rlscale.training.real_ranking`) under the service config fitted to the real
-pods by ``rlscale calibrate``, and the two rankings — on SLO-violation minutes and on
+configs (:mod:`rlscale.training.real_ranking`) under each service config fitted to the real
+pods by ``rlscale calibrate`` (by default both fits of the committed measurements: the
+fluid CPU model and the CFS-quota one), and the rankings — on SLO-violation minutes and on
 replica-seconds — are set side by side. ``--from-runs`` redoes only the prediction and the
 comparison from a previous run's samples (no node needed).
 """
