@@ -27,8 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from rlscale.policy.decide import DecisionConfig
 from rlscale.policy.model import PolicyModel
-from rlscale.training.episodes import Controller, run_controllers
-from rlscale.training.evaluate import aggregate
+from rlscale.training.evaluate import aggregate, episode_metrics, play
 from rlscale.training.sim_config import SimConfig
 from rlscale.training.workloads import Trace
 
@@ -119,21 +118,19 @@ def predict(
 ) -> dict[PolicyName, PolicyOutcome]:
     """Each policy's outcome in the simulator, mean over ``seeds`` (one batch, common random numbers)."""
     names = list(configs)
-    controllers = [Controller(configs[name], model) for _ in seeds for name in names]
-    env_seeds = [int(s) for s in seeds for _ in names]
-    logs = run_controllers(sim, pattern, controllers, env_seeds)
+    by_policy = play(sim, pattern, [(configs[name], model) for name in names], seeds)
     out: dict[PolicyName, PolicyOutcome] = {}
-    for i, name in enumerate(names):
+    for name, logs in zip(names, by_policy, strict=True):
         per_seed = []
-        for k in range(len(seeds)):
-            s = logs[k * len(names) + i].steps
+        for log in logs:
+            m = episode_metrics(log)
             per_seed.append(
                 {
-                    "slo": float(s["slo_violated"].sum()) * sim.step_s / 60.0,
-                    "rs": float(s["replicas"].sum()) * sim.step_s,
-                    "cs": float(s["cpu_allocated_m"].sum()) / 1000.0 * sim.step_s,
-                    "max": float(s["replicas"].max()),
-                    "changes": float(s["replicas_changed"].sum()),
+                    "slo": m["slo_violation_minutes"],
+                    "rs": m["replica_hours"] * 3600.0,
+                    "cs": m["cpu_hours"] * 3600.0,
+                    "max": float(log.steps["replicas"].max()),
+                    "changes": float(log.steps["replicas_changed"].sum()),
                 }
             )
         agg = aggregate(per_seed)
