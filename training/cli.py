@@ -124,6 +124,13 @@ def _override(config: TrainConfig, **changes: Any) -> TrainConfig:
     help="With --init-from: wall-clock budget (default 5; checked between PPO updates).",
 )
 @click.option(
+    "--violation-rate",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=None,
+    help="With --init-from: this workload's SLO budget, the share of intervals allowed to break the SLO (default: "
+    "the init model's, 0.01).",
+)
+@click.option(
     "--algo",
     type=click.Choice(["ppo", "grpo", "dqn"]),
     default="ppo",
@@ -143,6 +150,7 @@ def train_cmd(
     init_from: str | None,
     trace_path: Path | None,
     minutes: float | None,
+    violation_rate: float | None,
     algo: str,
     progress: bool,
 ) -> None:
@@ -152,12 +160,15 @@ def train_cmd(
     MODEL --trace FILE, fine-tune MODEL on that one workload's training window instead
     (docs/training.md, "Fine-tuning on one workload").
     """
+    fine_tuning = init_from is not None or trace_path is not None or minutes is not None or violation_rate is not None
     if algo != "ppo":
-        if init_from is not None or trace_path is not None or minutes is not None:
-            raise click.UsageError("--init-from, --trace and --minutes fine-tune a PPO model; they need --algo ppo")
+        if fine_tuning:
+            raise click.UsageError(
+                "--init-from, --trace, --minutes and --violation-rate fine-tune a PPO model; they need --algo ppo"
+            )
         _train_algo_cmd(algo, load_train_config(config_name), out, run_dir, seed, steps, progress)
         return
-    if init_from is not None or trace_path is not None or minutes is not None:
+    if fine_tuning:
         ctx = click.get_current_context()
         flags = {"config_name": "--config", "extra_traces": "--extra-trace", "print_config": "--print-config"}
         given = [
@@ -165,7 +176,7 @@ def train_cmd(
             for name, flag in flags.items()
             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
         ]
-        _fine_tune_cmd(init_from, trace_path, minutes, out, run_dir, seed, steps, progress, given)
+        _fine_tune_cmd(init_from, trace_path, minutes, violation_rate, out, run_dir, seed, steps, progress, given)
         return
     config = load_train_config(config_name)
     extra = tuple(str(Path(p).resolve()) for p in extra_traces) if extra_traces else None
@@ -208,6 +219,7 @@ def _fine_tune_cmd(
     init_from: str | None,
     trace_path: Path | None,
     minutes: float | None,
+    violation_rate: float | None,
     out: Path,
     run_dir: Path | None,
     seed: int | None,
@@ -229,6 +241,7 @@ def _fine_tune_cmd(
     from rlscale.policy.model import DEFAULT_MODEL_PATH, ModelMismatchError, PolicyModel
     from rlscale.training.export import write_model
     from rlscale.training.finetune import FineTuneError, fine_tune
+    from rlscale.training.ppo_config import FineTuneConfig
     from rlscale.training.workloads import TraceFormatError, load_trace
 
     try:
@@ -243,7 +256,10 @@ def _fine_tune_cmd(
     run_dir = run_dir if run_dir is not None else Path("runs") / f"finetune-{trace.name}-seed{seed}"
     click.echo(f"fine-tuning {init.source} on {trace.name}'s training window, seed {seed}, logs in {run_dir}", err=True)
     try:
-        data = fine_tune(init, trace, minutes=minutes, seed=seed, steps=steps, run_dir=run_dir, progress=progress)
+        config = FineTuneConfig(violation_rate=violation_rate)
+        data = fine_tune(
+            init, trace, minutes=minutes, seed=seed, steps=steps, config=config, run_dir=run_dir, progress=progress
+        )
     except FineTuneError as exc:
         raise click.ClickException(str(exc)) from exc
     write_model(out, data)

@@ -51,6 +51,7 @@ from rlscale.policy.model import CONTEXT_INPUT_NAME, INPUT_NAME, META_SPEC_HASH,
 from rlscale.policy.spec import N_FEATURES
 from rlscale.training.ppo import ActorCritic, UpdateStats, seed_everything
 from rlscale.training.ppo_config import DataConfig, FineTuneConfig, PpoConfig, TrainConfig
+from rlscale.training.sim_config import SimConfig
 from rlscale.training.workloads import Trace, load_trace, training_mix
 
 ModelLike = PolicyModel | bytes | str | os.PathLike[str]
@@ -249,7 +250,19 @@ def base_config(training: Mapping[str, Any], hidden: Sequence[int]) -> tuple[Tra
 
 
 def fine_tune_config(base: TrainConfig, ft: FineTuneConfig, trace: Trace, *, seed: int) -> TrainConfig:
-    """``base`` with the fine-tune's steps, learning rate, entropy, data and seed; no warm start."""
+    """``base`` with the fine-tune's steps, learning rate, entropy, data and seed; no warm start.
+
+    ``ft.violation_rate`` and ``ft.load_scale_range``, when set, replace the init model's
+    SLO budget and load multipliers: the workload's own objective instead of the mix's.
+    """
+    slo = base.ppo.slo_constraint
+    if ft.violation_rate is not None:
+        if slo is None:
+            raise FineTuneError(
+                "violation_rate: the init model was trained with a weighted SLO penalty, not an SLO budget; "
+                "there is no budget to set"
+            )
+        slo = slo.model_copy(update={"violation_rate": ft.violation_rate})
     ppo = PpoConfig.model_validate(
         {
             **base.ppo.model_dump(),
@@ -257,8 +270,12 @@ def fine_tune_config(base: TrainConfig, ft: FineTuneConfig, trace: Trace, *, see
             "learning_rate": ft.learning_rate,
             "ent_coef": ft.ent_coef,
             "ent_coef_final": None,
+            "slo_constraint": None if slo is None else slo.model_dump(),
         }
     )
+    sim = base.sim
+    if ft.load_scale_range is not None:
+        sim = SimConfig.model_validate({**sim.model_dump(), "load_scale_range": ft.load_scale_range})
     data = DataConfig(
         seed=base.data.seed,
         n_generated=ft.n_generated if ft.trace_share < 1 else 0,
@@ -266,7 +283,7 @@ def fine_tune_config(base: TrainConfig, ft: FineTuneConfig, trace: Trace, *, see
         patterns=base.data.patterns,
         extra_traces=(trace.source or trace.name,),
     )
-    return base.model_copy(update={"seed": seed, "ppo": ppo, "data": data, "warm_start": None})
+    return base.model_copy(update={"seed": seed, "ppo": ppo, "sim": sim, "data": data, "warm_start": None})
 
 
 def _episode_mix(config: TrainConfig, window: Trace, trace_share: float) -> tuple[list[Trace], dict[str, Any], float]:

@@ -12,6 +12,7 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
+from pydantic import ValidationError
 from random_model import random_mlp_onnx, random_recurrent_onnx
 
 from rlscale.policy.model import META_SPEC_HASH, ModelMismatchError, PolicyModel, model_metadata
@@ -23,9 +24,10 @@ from rlscale.training.finetune import (
     actor_critic_from_onnx,
     actor_from_onnx,
     fine_tune,
+    fine_tune_config,
     training_window,
 )
-from rlscale.training.ppo_config import FineTuneConfig, TrainConfig
+from rlscale.training.ppo_config import FineTuneConfig, SloConstraint, TrainConfig
 from rlscale.training.workloads import load_trace, write_trace
 
 #: The init model's own training config: small rollouts and short series, so a fine-tune takes seconds.
@@ -36,6 +38,10 @@ TINY_CONFIG = TrainConfig.model_validate(
         "data": {"n_generated": 2, "n_steps": 600},
         "sim": {"episode_steps": 120},
     }
+)
+#: The same, trained with the SLO as a constraint (as the shipped model is): a budget to replace.
+CONSTRAINED_CONFIG = TINY_CONFIG.model_copy(
+    update={"ppo": TINY_CONFIG.ppo.model_copy(update={"slo_constraint": SloConstraint()})}
 )
 #: Four updates of 8 × 64 steps, the first two critic-only; one generated series beside the trace.
 TINY_FT = FineTuneConfig(total_steps=2048, critic_warmup_updates=2, n_generated=1, trace_share=0.5)
@@ -204,3 +210,51 @@ def test_a_model_with_memory_is_fine_tuned_with_its_encoder(tmp_path: Path) -> N
     before, after = PolicyModel.from_bytes(init).step(obs, context), model.step(obs, context)
     assert not np.allclose(after[0], before[0])  # the actor learnt
     assert not np.allclose(after[1], before[1])  # … and so did the encoder
+
+
+def test_a_workload_budget_and_load_range_replace_the_init_models_and_nothing_else(tmp_path: Path) -> None:
+    base = CONSTRAINED_CONFIG
+    window = training_window(load_trace(_trace(tmp_path / "t.csv")))
+    ft = FineTuneConfig(violation_rate=0.004, load_scale_range=(0.9, 1.3))
+    cfg = fine_tune_config(base, ft, window, seed=1)
+    assert cfg.ppo.slo_constraint is not None
+    assert cfg.ppo.slo_constraint.violation_rate == 0.004
+    assert cfg.sim.load_scale_range == (0.9, 1.3)
+    # Everything else of the constraint and the service is the init model's.
+    assert cfg.ppo.slo_constraint.model_dump(exclude={"violation_rate"}) == SloConstraint().model_dump(
+        exclude={"violation_rate"}
+    )
+    assert cfg.sim.model_dump(exclude={"load_scale_range"}) == base.sim.model_dump(exclude={"load_scale_range"})
+    # Unset, both stay as the init model trained them.
+    plain = fine_tune_config(base, FineTuneConfig(), window, seed=1)
+    assert plain.ppo.slo_constraint == base.ppo.slo_constraint
+    assert plain.sim.load_scale_range == base.sim.load_scale_range
+
+
+def test_a_budget_for_a_model_trained_without_one_is_an_error_naming_the_field(tmp_path: Path) -> None:
+    assert TINY_CONFIG.ppo.slo_constraint is None
+    window = training_window(load_trace(_trace(tmp_path / "t.csv")))
+    with pytest.raises(FineTuneError, match="violation_rate"):
+        fine_tune_config(TINY_CONFIG, FineTuneConfig(violation_rate=0.01), window, seed=0)
+
+
+@pytest.mark.parametrize("bad", [(2.0, 1.0), (0.0, 1.0), (-1.0, 1.0)])
+def test_a_load_range_out_of_order_or_not_positive_is_refused(bad: tuple[float, float]) -> None:
+    with pytest.raises(ValidationError, match="load_scale_range"):
+        FineTuneConfig(load_scale_range=bad)
+
+
+def test_the_violation_rate_flag_reaches_the_models_training_record(tmp_path: Path) -> None:
+    init = tmp_path / "init.onnx"
+    init.write_bytes(
+        random_mlp_onnx(hidden=32, seed=7, training={"seed": 3, "config": CONSTRAINED_CONFIG.model_dump()})
+    )
+    out = tmp_path / "ft.onnx"
+    args = ["--init-from", str(init), "--trace", str(_trace(tmp_path / "t.csv")), "--steps", "1024"]
+    result = CliRunner().invoke(train_cmd, [*args, "--violation-rate", "0.003", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    training = PolicyModel.load(out).training
+    assert training["config"]["ppo"]["slo_constraint"]["violation_rate"] == 0.003
+    assert training["fine_tune"]["settings"]["violation_rate"] == 0.003
+    refused = CliRunner().invoke(train_cmd, ["--violation-rate", "0.003", "--out", str(tmp_path / "x.onnx")])
+    assert refused.exit_code != 0 and "--init-from is missing" in refused.output  # a fine-tuning flag alone
