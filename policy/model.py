@@ -85,6 +85,19 @@ class PolicyModel:
         self.context_size: int = int(inputs[CONTEXT_INPUT_NAME][-1]) if CONTEXT_INPUT_NAME in inputs else 0
         self._outputs = [OUTPUT_NAME, CONTEXT_OUTPUT_NAME] if self.context_size else [OUTPUT_NAME]
 
+    @property
+    def trained_interval_s(self) -> float | None:
+        """Seconds between the decisions the model was trained on (its simulator's ``step_s``); None if unrecorded.
+
+        A model decides one move per interval, and its moves are sized for the interval it
+        learnt at: run at a much shorter one, it moves several times where it learnt to move
+        once (docs/training.md, "The decision interval"). The operator says so in status.
+        """
+        config = self.training.get("config")
+        sim = config.get("sim") if isinstance(config, dict) else None
+        step = sim.get("step_s") if isinstance(sim, dict) else None
+        return float(step) if isinstance(step, int | float) and not isinstance(step, bool) and step > 0 else None
+
     @classmethod
     def load(cls, path: str | Path) -> PolicyModel:
         """Load a model file; raises :class:`ModelMismatchError` with the reason on any problem."""
