@@ -56,6 +56,9 @@ def test_the_model_reports_the_interval_it_was_trained_at() -> None:
 
 
 def _with_model(emulator: OperatorEmulator, data: bytes, prom: FakePrometheus, interval: int) -> dict[str, Any]:
+    """A busy Deployment, the model in a ConfigMap, and the policy (to create) that runs it every ``interval`` s."""
+    emulator.objects[kmock.resource("apps", "v1", "deployments"), "shop", "web"] = deployment("web", "shop", replicas=2)
+    _busy_metrics(prom)
     emulator.objects[CONFIGMAPS, "shop", "model"] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -76,8 +79,6 @@ def _with_model(emulator: OperatorEmulator, data: bytes, prom: FakePrometheus, i
 async def test_a_mismatched_interval_is_in_status_with_one_warning(
     emulator: OperatorEmulator, fake_prometheus: FakePrometheus
 ) -> None:
-    emulator.objects[kmock.resource("apps", "v1", "deployments"), "shop", "web"] = deployment("web", "shop", replicas=2)
-    _busy_metrics(fake_prometheus)
     async with running_operator(emulator):
         await _create(emulator, _with_model(emulator, _trained_at(60), fake_prometheus, interval=5))
         # Three decisions at least: the Warning is posted once, for the transition, not per decision.
@@ -97,8 +98,6 @@ async def test_a_mismatched_interval_is_in_status_with_one_warning(
 async def test_a_model_trained_at_the_policys_interval_is_simply_loaded(
     emulator: OperatorEmulator, fake_prometheus: FakePrometheus
 ) -> None:
-    emulator.objects[kmock.resource("apps", "v1", "deployments"), "shop", "web"] = deployment("web", "shop", replicas=2)
-    _busy_metrics(fake_prometheus)
     async with running_operator(emulator):
         await _create(emulator, _with_model(emulator, _trained_at(5), fake_prometheus, interval=5))
         status = await eventually(lambda: (s := _status(emulator, "shop", "web")).get("lastDecision") and s)
