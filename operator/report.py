@@ -345,9 +345,13 @@ def interval_mismatch(trained_s: float | None, interval_s: float) -> str:
     """
     if trained_s is None or trained_s / INTERVAL_TOLERANCE <= interval_s <= trained_s * INTERVAL_TOLERANCE:
         return ""
-    return (
-        f"trained at {trained_s:g} s decisions, this policy decides every {interval_s:g} s "
-        f"(spec.intervalSeconds); expect {'more' if interval_s < trained_s else 'fewer'} moves than it learnt to make"
+    message = f"trained at {trained_s:g} s decisions, this policy decides every {interval_s:g} s "
+    message += "(spec.intervalSeconds); "
+    if interval_s > trained_s:
+        return message + "expect fewer moves than it learnt to make"
+    return message + (
+        f"expect more moves than it learnt to make (spec.limits.scaleUpCooldownSeconds: {trained_s:g} paces its "
+        "scale-ups)"
     )
 
 

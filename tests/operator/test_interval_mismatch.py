@@ -44,6 +44,7 @@ def test_only_an_interval_beyond_the_tolerance_is_a_mismatch(trained: float | No
     if says:
         assert f"trained at {trained:g} s" in message and f"every {interval} s" in message
         assert "spec.intervalSeconds" in message
+        assert ("scaleUpCooldownSeconds: 60 paces" in message) == (interval < 60)  # the advice only for a faster pace
     assert INTERVAL_TOLERANCE == 2.0
 
 
