@@ -199,7 +199,9 @@ def decision_conditions(
         message = f"unknown: {problems}" if problems else "all signals known"
         out.append(cond.make("MetricsAvailable", True, "MetricsRead", message, now=now, generation=g))
     if loaded.model is not None:
-        mismatch = interval_mismatch(loaded.model.trained_interval_s, spec.interval_s)
+        lim = spec.limits
+        paced_s = min(lim.scale_up_cooldown_s, lim.scale_down_cooldown_s)
+        mismatch = interval_mismatch(loaded.model.trained_interval_s, spec.interval_s, paced_s)
         if mismatch:
             reason, message = "IntervalMismatch", f"{loaded.source}: {mismatch}"
         else:
@@ -335,15 +337,20 @@ def decision_events(tick: Tick[AutoscalePolicySpec], decision: Decision, *, acte
 INTERVAL_TOLERANCE = 2.0
 
 
-def interval_mismatch(trained_s: float | None, interval_s: float) -> str:
+def interval_mismatch(trained_s: float | None, interval_s: float, paced_s: float = 0.0) -> str:
     """Why the model's moves do not fit this interval, or "" when they do (or the model does not say).
 
     Within a factor of :data:`INTERVAL_TOLERANCE` either way the model is in its element;
     beyond it the model still decides (its moves stay inside the safety mask), but it
     moves about ``trained / interval`` times as often as it learnt to (measured: the
     shipped model at 15 s makes 1.0-2.8x the changes it makes at 60 s, docs/training.md).
+    ``paced_s`` is the shorter of the scale-up and scale-down cooldowns: a policy that
+    decides fast but may move only that often is paced like the model, and not flagged.
     """
-    if trained_s is None or trained_s / INTERVAL_TOLERANCE <= interval_s <= trained_s * INTERVAL_TOLERANCE:
+    if trained_s is None:
+        return ""
+    moves_every_s = max(interval_s, paced_s)
+    if trained_s / INTERVAL_TOLERANCE <= moves_every_s and interval_s <= trained_s * INTERVAL_TOLERANCE:
         return ""
     message = f"trained at {trained_s:g} s decisions, this policy decides every {interval_s:g} s "
     message += "(spec.intervalSeconds); "

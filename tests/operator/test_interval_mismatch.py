@@ -48,6 +48,13 @@ def test_only_an_interval_beyond_the_tolerance_is_a_mismatch(trained: float | No
     assert INTERVAL_TOLERANCE == 2.0
 
 
+def test_cooldowns_that_pace_moves_like_the_model_are_not_a_mismatch() -> None:
+    assert interval_mismatch(60.0, 15, paced_s=60.0) == ""  # may move once a minute: as trained
+    assert interval_mismatch(60.0, 15, paced_s=30.0) == ""  # within the tolerance
+    assert "more moves" in interval_mismatch(60.0, 15, paced_s=0.0)  # the default: no scale-up cooldown
+    assert "fewer moves" in interval_mismatch(60.0, 300, paced_s=600.0)  # slower is slower, whatever the pace
+
+
 def test_the_model_reports_the_interval_it_was_trained_at() -> None:
     assert PolicyModel.load(DEFAULT_MODEL_PATH).trained_interval_s == 60.0  # the shipped model: one-minute decisions
     assert PolicyModel.from_bytes(_trained_at(15)).trained_interval_s == 15.0
@@ -56,7 +63,9 @@ def test_the_model_reports_the_interval_it_was_trained_at() -> None:
     assert PolicyModel.from_bytes(random_mlp_onnx(seed=3)).trained_interval_s is None
 
 
-def _with_model(emulator: OperatorEmulator, data: bytes, prom: FakePrometheus, interval: int) -> dict[str, Any]:
+def _with_model(
+    emulator: OperatorEmulator, data: bytes, prom: FakePrometheus, interval: int, **spec: Any
+) -> dict[str, Any]:
     """A busy Deployment, the model in a ConfigMap, and the policy (to create) that runs it every ``interval`` s."""
     emulator.objects[kmock.resource("apps", "v1", "deployments"), "shop", "web"] = deployment("web", "shop", replicas=2)
     _busy_metrics(prom)
@@ -73,6 +82,7 @@ def _with_model(emulator: OperatorEmulator, data: bytes, prom: FakePrometheus, i
         prom.url,
         intervalSeconds=interval,
         model={"source": "configMap", "configMapRef": {"name": "model", "key": "policy.onnx"}},
+        **spec,
     )
 
 
@@ -96,11 +106,18 @@ async def test_a_mismatched_interval_is_in_status_with_one_warning(
 
 
 @pytest.mark.asyncio
-async def test_a_model_trained_at_the_policys_interval_is_simply_loaded(
-    emulator: OperatorEmulator, fake_prometheus: FakePrometheus
+@pytest.mark.parametrize(
+    ("trained", "spec"),
+    [
+        (5, {}),  # trained at the policy's own interval
+        (60, {"limits": {"scaleUpCooldownSeconds": 60}}),  # decides every 5 s, moves at most once a minute
+    ],
+)
+async def test_a_model_at_its_own_pace_is_simply_loaded(
+    emulator: OperatorEmulator, fake_prometheus: FakePrometheus, trained: int, spec: dict[str, Any]
 ) -> None:
     async with running_operator(emulator):
-        await _create(emulator, _with_model(emulator, _trained_at(5), fake_prometheus, interval=5))
+        await _create(emulator, _with_model(emulator, _trained_at(trained), fake_prometheus, interval=5, **spec))
         status = await eventually(lambda: (s := _status(emulator, "shop", "web")).get("lastDecision") and s)
     model = _conditions(status)["ModelLoaded"]
     assert (model["status"], model["reason"]) == ("True", "Loaded")
