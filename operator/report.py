@@ -367,11 +367,10 @@ def transition_events(tick: Tick[AutoscalePolicySpec], status: Mapping[str, Any]
     trained for (once, not on every decision)."""
     old = {c.type: (c.status, c.reason) for c in tick.previous.conditions}
     for c in status.get("conditions", []):
-        before = old.get(c["type"], ("", ""))
-        turned_false = c["type"] in ("MetricsAvailable", "ModelLoaded") and c["status"] == "False"
-        mismatched = c["type"] == "ModelLoaded" and c["reason"] == "IntervalMismatch"
-        turned_false = turned_false and before[0] != "False"
-        mismatched = mismatched and before[1] != "IntervalMismatch"
+        was_status, was_reason = old.get(c["type"], ("", ""))
+        watched = c["type"] in ("MetricsAvailable", "ModelLoaded")
+        turned_false = watched and c["status"] == "False" and was_status != "False"
+        mismatched = c["type"] == "ModelLoaded" and c["reason"] == "IntervalMismatch" and was_reason != c["reason"]
         if turned_false or mismatched:
             tick.event("Warning", c["reason"], c.get("message", ""))
 

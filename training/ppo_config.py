@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rlscale.training.sim_config import SimConfig
+from rlscale.training.sim_config import LoadScaleRange, SimConfig
 
 
 class SloConstraint(BaseModel):
@@ -256,7 +256,7 @@ class FineTuneConfig(BaseModel):
         description="This workload's SLO budget (share of intervals allowed to violate) for a model trained with the "
         "SLO as a constraint; None keeps the init model's (the generated mix's 1 %).",
     )
-    load_scale_range: tuple[float, float] | None = Field(
+    load_scale_range: LoadScaleRange | None = Field(
         None,
         description="Per-episode load multiplier range for this workload's episodes; None keeps the init model's "
         "(0.6-1.8x by default).",
@@ -266,6 +266,4 @@ class FineTuneConfig(BaseModel):
     def _generated_if_shared(self) -> FineTuneConfig:
         if self.trace_share < 1 and self.n_generated == 0:
             raise ValueError("trace_share < 1 needs n_generated > 0 (the rest of the episodes are generated load)")
-        if self.load_scale_range is not None and not 0 < self.load_scale_range[0] <= self.load_scale_range[1]:
-            raise ValueError(f"load_scale_range must satisfy 0 < lo <= hi, got {self.load_scale_range}")
         return self

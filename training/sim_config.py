@@ -23,12 +23,23 @@ quota is spent ("cfs_quota", fitted to the real demo service).
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from rlscale.policy.limits import ScalingLimits
 from rlscale.policy.reward import Objective
+
+
+def _load_scale_range(value: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = value
+    if not 0 < lo <= hi:
+        raise ValueError(f"load_scale_range must satisfy 0 < lo <= hi, got ({lo}, {hi})")
+    return value
+
+
+#: A per-episode load multiplier range ``(lo, hi)``, ``0 < lo <= hi``: the simulator's, and a fine-tune's override.
+LoadScaleRange = Annotated[tuple[float, float], AfterValidator(_load_scale_range)]
 
 
 class SimConfig(BaseModel):
@@ -164,7 +175,7 @@ class SimConfig(BaseModel):
         description="If set, a series value v means v × this requests/s (1/60 for requests per minute), and "
         "target_replicas_p95 is ignored: for experiments at a known absolute load.",
     )
-    load_scale_range: tuple[float, float] = Field(
+    load_scale_range: LoadScaleRange = Field(
         (1.0, 1.0), description="Per-episode load multiplier drawn uniformly from [lo, hi] (1, 1 = as scaled)."
     )
 
@@ -186,9 +197,6 @@ class SimConfig(BaseModel):
                 f"initial_memory_limit_mib ({self.initial_memory_limit_mib}) must be within limits "
                 f"[{lim.memory_limit_min_mib}, {lim.memory_limit_max_mib}]"
             )
-        lo, hi = self.load_scale_range
-        if not 0 < lo <= hi:
-            raise ValueError(f"load_scale_range must satisfy 0 < lo <= hi, got ({lo}, {hi})")
         if self.initial_cpu_limit_m <= self.pod_base_cpu_m:
             raise ValueError(
                 f"initial_cpu_limit_m ({self.initial_cpu_limit_m}) must exceed pod_base_cpu_m ({self.pod_base_cpu_m}), "
