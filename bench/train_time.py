@@ -40,8 +40,8 @@ from rlscale.policy.baselines import BaselineConfig
 from rlscale.policy.model import PolicyModel
 from rlscale.policy.spec import N_FEATURES
 from rlscale.training.cli import load_train_config
-from rlscale.training.episodes import run_episodes
-from rlscale.training.evaluate import aggregate, decide_fn, decision_config, episode_metrics, grid_metrics
+from rlscale.training.episodes import episode_metrics, run_episodes
+from rlscale.training.evaluate import aggregate, decide_fn, decision_config, grid_metrics
 from rlscale.training.export import export_actor
 from rlscale.training.frontier import hpa_grid, match
 from rlscale.training.oracle import oracle_report

@@ -36,8 +36,8 @@ from typing import Any
 from rlscale.policy.baselines import BaselineConfig
 from rlscale.policy.model import PolicyModel, load_default_model
 from rlscale.policy.reward import Objective, RewardWeights
-from rlscale.training.episodes import run_episodes
-from rlscale.training.evaluate import aggregate, decide_fn, decision_config, episode_metrics, tune_baseline
+from rlscale.training.episodes import episode_metrics, run_episodes
+from rlscale.training.evaluate import aggregate, decide_fn, decision_config, tune_baseline
 from rlscale.training.ppo_config import DataConfig, PpoConfig, TrainConfig, WarmStartConfig
 from rlscale.training.reproduce import format_table, plot_bars
 from rlscale.training.sim_config import SimConfig

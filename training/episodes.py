@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from rlscale.policy.decide import ControllerState, DecisionConfig, Observation, decide_batch
 from rlscale.policy.model import PolicyModel
@@ -42,6 +43,16 @@ class DecisionLike(Protocol):
 
 
 DecideFn = Callable[[Observation], DecisionLike]
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A target set by a schedule rather than a controller (:func:`run_schedules`)."""
+
+    replicas: int
+    cpu_limit_m: int
+    memory_limit_mib: int
+
 
 #: Per-step metrics an :class:`EpisodeLog` keeps (all from the simulator's truth, not the noisy view).
 LOG_KEYS: tuple[str, ...] = (
@@ -194,6 +205,62 @@ def run_controllers(
     return _play(config, load, len(controllers), step, seed, keep_decisions, what="controller")
 
 
+def run_schedules(
+    config: SimConfig, load: LoadLike, schedules: Sequence[npt.NDArray[np.int64]], seeds: Sequence[int]
+) -> list[EpisodeLog]:
+    """Play fixed replica schedules (one count per interval, at the initial limits), each under its own seed.
+
+    For references that are not controllers — a count computed ahead for every interval, such
+    as :mod:`rlscale.training.persistence`'s rules — with the same simulator loop, seeds and logs
+    as :func:`run_controllers`. A schedule shorter than the window holds its last count.
+    """
+    if len(schedules) != len(seeds):
+        raise ValueError(f"seeds: one per schedule, got {len(seeds)} for {len(schedules)}")
+    t = 0
+
+    def step(_sim: VectorSim) -> list[DecisionLike]:
+        nonlocal t
+        out: list[DecisionLike] = [
+            _Target(int(s[min(t, s.size - 1)]), config.initial_cpu_limit_m, config.initial_memory_limit_mib)
+            for s in schedules
+        ]
+        t += 1
+        return out
+
+    return _play(config, load, len(schedules), step, [int(s) for s in seeds], False, what="schedule")
+
+
+def episode_metrics(log: EpisodeLog) -> dict[str, float]:
+    """The report's metrics of one episode, from the simulator's truth (not the noisy view).
+
+    * ``slo_violation_minutes`` — minutes whose interval broke the SLO (p99 or error rate);
+    * ``replica_hours``, ``cpu_hours`` (allocated cores × hours), ``memory_gib_hours``;
+    * ``mean_latency_ms`` — the per-interval median latency, weighted by requests served;
+    * ``p99_latency_ms`` — the 99th percentile over intervals of the per-interval p99;
+    * ``utilisation`` — CPU used / CPU allocated over the whole episode;
+    * ``dropped_requests``; ``cumulative_reward``; ``scaling_actions`` — intervals in which
+      replicas or limits changed.
+    """
+    s = log.steps
+    hours = log.step_s / 3600.0
+    served = s["served"].astype(np.float64)
+    p50 = s["latency_p50_ms"].astype(np.float64)
+    mean_latency = float((p50 * served).sum() / served.sum()) if served.sum() > 0 else float(p50.mean())
+    allocated = float(s["cpu_allocated_m"].sum())
+    return {
+        "slo_violation_minutes": float(s["slo_violated"].sum()) * log.step_s / 60.0,
+        "replica_hours": float(s["replicas"].sum()) * hours,
+        "cpu_hours": float(s["cpu_allocated_m"].sum()) / 1000.0 * hours,
+        "memory_gib_hours": float(s["memory_allocated_mib"].sum()) / 1024.0 * hours,
+        "mean_latency_ms": mean_latency,
+        "p99_latency_ms": float(np.percentile(s["latency_p99_ms"], 99)),
+        "utilisation": float(s["cpu_used_m"].sum()) / allocated if allocated > 0 else 0.0,
+        "dropped_requests": float(s["dropped"].sum()),
+        "cumulative_reward": float(s["reward"].sum()),
+        "scaling_actions": float((s["replicas_changed"] | s["limits_changed"]).sum()),
+    }
+
+
 def _play(
     config: SimConfig,
     load: LoadLike,
@@ -264,7 +331,9 @@ __all__ = [
     "DecideFn",
     "DecisionLike",
     "EpisodeLog",
+    "episode_metrics",
     "run_controllers",
     "run_episode",
     "run_episodes",
+    "run_schedules",
 ]

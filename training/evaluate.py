@@ -30,9 +30,10 @@ from rlscale.policy.baselines import BaselineConfig, HpaConfig
 from rlscale.policy.decide import ControllerState, Decision, DecisionConfig, Observation, decide
 from rlscale.policy.gate import GateConfig
 from rlscale.policy.model import PolicyModel
-from rlscale.training.episodes import Controller, EpisodeLog, run_controllers
+from rlscale.training.episodes import Controller, EpisodeLog, episode_metrics, run_controllers
 from rlscale.training.frontier import frontier_points, hpa_grid, matched_report
-from rlscale.training.oracle import oracle_report
+from rlscale.training.oracle import oracle_report, run_oracles
+from rlscale.training.persistence import persistence_report
 from rlscale.training.sim_config import SimConfig
 from rlscale.training.workloads import Trace
 
@@ -67,37 +68,6 @@ STATIC_FACTORS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8
 
 
 # --------------------------------------------------------------------------- metrics
-
-
-def episode_metrics(log: EpisodeLog) -> dict[str, float]:
-    """The report's metrics of one episode, from the simulator's truth (not the noisy view).
-
-    * ``slo_violation_minutes`` — minutes whose interval broke the SLO (p99 or error rate);
-    * ``replica_hours``, ``cpu_hours`` (allocated cores × hours), ``memory_gib_hours``;
-    * ``mean_latency_ms`` — the per-interval median latency, weighted by requests served;
-    * ``p99_latency_ms`` — the 99th percentile over intervals of the per-interval p99;
-    * ``utilisation`` — CPU used / CPU allocated over the whole episode;
-    * ``dropped_requests``; ``cumulative_reward``; ``scaling_actions`` — intervals in which
-      replicas or limits changed.
-    """
-    s = log.steps
-    hours = log.step_s / 3600.0
-    served = s["served"].astype(np.float64)
-    p50 = s["latency_p50_ms"].astype(np.float64)
-    mean_latency = float((p50 * served).sum() / served.sum()) if served.sum() > 0 else float(p50.mean())
-    allocated = float(s["cpu_allocated_m"].sum())
-    return {
-        "slo_violation_minutes": float(s["slo_violated"].sum()) * log.step_s / 60.0,
-        "replica_hours": float(s["replicas"].sum()) * hours,
-        "cpu_hours": float(s["cpu_allocated_m"].sum()) / 1000.0 * hours,
-        "memory_gib_hours": float(s["memory_allocated_mib"].sum()) / 1024.0 * hours,
-        "mean_latency_ms": mean_latency,
-        "p99_latency_ms": float(np.percentile(s["latency_p99_ms"], 99)),
-        "utilisation": float(s["cpu_used_m"].sum()) / allocated if allocated > 0 else 0.0,
-        "dropped_requests": float(s["dropped"].sum()),
-        "cumulative_reward": float(s["reward"].sum()),
-        "scaling_actions": float((s["replicas_changed"] | s["limits_changed"]).sum()),
-    }
 
 
 def aggregate(per_seed: Sequence[dict[str, float]]) -> dict[str, float]:
@@ -291,9 +261,11 @@ class Evaluation:
     frontier: dict[str, list[dict[str, Any]]] | None = None
     #: With ``frontier``: the clairvoyant oracle (:func:`rlscale.training.oracle.oracle_report`).
     oracle: dict[str, Any] | None = None
+    #: With ``frontier``: the persistence oracle (:func:`rlscale.training.persistence.persistence_report`).
+    persistence: dict[str, Any] | None = None
 
     def report(self) -> dict[str, Any]:
-        """The ``--json`` document: one object, policies by name (plus ``frontier`` and ``oracle``)."""
+        """The ``--json`` document: one object, policies by name (plus ``frontier``, ``oracle`` and ``persistence``)."""
         out: dict[str, Any] = {
             "trace": self.trace,
             "window": self.window,
@@ -303,6 +275,7 @@ class Evaluation:
         if self.frontier is not None:
             out["frontier"] = self.frontier
             out["oracle"] = self.oracle
+            out["persistence"] = self.persistence
         return out
 
 
@@ -328,7 +301,8 @@ def evaluate(
     several ``models`` (e.g. one per training seed) the learned policy's spread covers
     models and seeds. With ``frontier``, the HPA grid of :mod:`rlscale.training.frontier`
     and the static grid are replayed on ``window`` under the same seeds, the clairvoyant
-    oracle is computed, and every policy gets its cost at matched SLO.
+    oracle and the persistence oracle (:mod:`rlscale.training.persistence`) are computed,
+    and every policy gets its cost at matched SLO.
 
     ``tuned`` is each model fine-tuned on ``split.train`` of this trace
     (:func:`rlscale.training.finetune.fine_tune`, default budget unless ``tune_minutes`` /
@@ -402,10 +376,16 @@ def _add_frontier(evaluation: Evaluation, sim: SimConfig, reported: Trace) -> No
     static_by_seed = {seed: [m[k] for m in metrics[len(hpa_configs) :]] for k, seed in enumerate(seeds)}
     hpa_mean = [aggregate([hpa_by_seed[s][i] for s in seeds]) for i in range(len(hpa_configs))]
     static_mean = [aggregate([static_by_seed[s][i] for s in seeds]) for i in range(len(static_configs))]
-    oracle = oracle_report(sim, reported, seeds)
+    oracle_runs = run_oracles(sim, reported, seeds)
+    oracle = oracle_report(sim, reported, seeds, oracle_runs)
     oracle_rh = oracle["replica_hours"]
     assert isinstance(oracle_rh, float)
     evaluation.oracle = oracle
+    hpa_run = evaluation.runs.get("hpa")
+    hpa_slo = aggregate(hpa_run.per_seed)["slo_violation_minutes"] if hpa_run is not None else None
+    evaluation.persistence = persistence_report(
+        sim, reported, seeds, {s: oracle_runs[(False, s)] for s in seeds}, hpa_mean, oracle_rh, hpa_slo
+    )
     evaluation.frontier = {
         "hpa": frontier_points(hpa_configs, hpa_mean),
         "static": [

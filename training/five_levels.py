@@ -31,7 +31,8 @@ from typing import Any
 from rlscale.policy.baselines import BaselineConfig
 from rlscale.policy.limits import ScalingLimits
 from rlscale.policy.reward import Objective, RewardWeights
-from rlscale.training.evaluate import aggregate, decision_config, episode_metrics, play
+from rlscale.training.episodes import episode_metrics
+from rlscale.training.evaluate import aggregate, decision_config, play
 from rlscale.training.ppo_config import PpoConfig
 from rlscale.training.reproduce import format_table, plot_bars
 from rlscale.training.sim_config import SimConfig

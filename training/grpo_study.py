@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from rlscale.policy.baselines import BaselineConfig
-from rlscale.training.evaluate import aggregate, decision_config, episode_metrics, play
+from rlscale.training.episodes import episode_metrics
+from rlscale.training.evaluate import aggregate, decision_config, play
 from rlscale.training.five_levels import COLUMNS, PPO_CONFIG, TRAIN_DAYS, TRAIN_SEED0, seed000_sim_config
 from rlscale.training.grpo import GrpoConfig
 from rlscale.training.reproduce import format_table

@@ -195,13 +195,17 @@ def _summary(runs: Sequence[OracleRun]) -> dict[str, float]:
     }
 
 
-def oracle_report(sim: SimConfig, window: Trace, seeds: Sequence[int]) -> dict[str, object]:
+def oracle_report(
+    sim: SimConfig, window: Trace, seeds: Sequence[int], runs: dict[tuple[bool, int], OracleRun] | None = None
+) -> dict[str, object]:
     """The JSON ``oracle`` object: means over seeds at the initial CPU limit, and under ``any_cpu_limit``.
 
     Its SLO-violation minutes are the unavoidable ones: the oracle breaks the SLO only where
-    no allocation could have kept it.
+    no allocation could have kept it. ``runs`` (from :func:`run_oracles` with both variants)
+    saves running them again when the caller needs them too.
     """
-    runs = run_oracles(sim, window, seeds)
+    if runs is None:
+        runs = run_oracles(sim, window, seeds)
     return {
         **_summary([runs[(False, s)] for s in seeds]),
         "any_cpu_limit": _summary([runs[(True, s)] for s in seeds]),

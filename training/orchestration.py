@@ -38,8 +38,8 @@ import numpy as np
 from rlscale.policy.baselines import BaselineConfig
 from rlscale.policy.model import PolicyModel, load_default_model
 from rlscale.training.dqn import DqnConfig
-from rlscale.training.episodes import EpisodeLog, run_episodes
-from rlscale.training.evaluate import aggregate, decide_fn, decision_config, episode_metrics, tune_baseline
+from rlscale.training.episodes import EpisodeLog, episode_metrics, run_episodes
+from rlscale.training.evaluate import aggregate, decide_fn, decision_config, tune_baseline
 from rlscale.training.ppo_config import TrainConfig
 from rlscale.training.reproduce import format_table, plot_bars
 from rlscale.training.sim_config import SimConfig

@@ -62,7 +62,7 @@ def plot_evaluation(evaluation: Evaluation, out: Path) -> Path:
 
 def plot_frontier(report: dict[str, Any], out: Path, ax: Any = None) -> Path:
     """Replica-hours (x) against SLO-violation minutes (y): the HPA grid and its Pareto frontier,
-    the static grid, the clairvoyant oracle and every policy (mean ± std over runs); writes ``out``.
+    the static grid, the clairvoyant and persistence oracles and every policy (mean ± std over runs); writes ``out``.
     """
     if "frontier" not in report:
         raise ValueError("nothing to plot: the evaluation was run without --frontier")
@@ -101,6 +101,10 @@ def plot_frontier(report: dict[str, Any], out: Path, ax: Any = None) -> Path:
     ax.scatter([o["replica_hours"]], [o["slo_violation_minutes"]], marker="*", s=160, color="gold", edgecolor="black",
                label="clairvoyant oracle", zorder=5)  # fmt: skip
     ax.axvline(o["replica_hours"], color="gold", linewidth=0.8, linestyle=":")
+    best = (report.get("persistence") or {}).get("best_at_hpa_slo")
+    if best:
+        ax.scatter([best["replica_hours"]], [best["slo_violation_minutes"]], marker="P", s=110, color="white",
+                   edgecolor="black", label="persistence oracle (past known exactly)", zorder=5)  # fmt: skip
     for name, run in report["policies"].items():
         ax.errorbar(
             run["replica_hours"],

@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict
 
 from rlscale.policy.decide import DecisionConfig
 from rlscale.policy.model import PolicyModel
-from rlscale.training.evaluate import aggregate, episode_metrics, play
+from rlscale.training.episodes import episode_metrics
+from rlscale.training.evaluate import aggregate, play
 from rlscale.training.sim_config import SimConfig
 from rlscale.training.workloads import Trace
 

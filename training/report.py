@@ -69,9 +69,30 @@ def frontier_summary(evaluation: dict[str, Any]) -> str:
         f"(any CPU limit: {o['any_cpu_limit']['replica_hours']:.1f} replica-h)",
         f"HPA frontier: {len(pareto)} Pareto points of {len(evaluation['frontier']['hpa'])}",
     ]
+    persistence = evaluation.get("persistence")
+    if persistence:
+        lines.append(f"persistence oracle (the past known exactly, no forecast): {_persistence_text(persistence)}")
     for name, run in evaluation["policies"].items():
         lines.append(f"  {name}: {_matched_text(run)}")
     return "\n".join(lines)
+
+
+def _rule_text(best: dict[str, Any]) -> str:
+    trend = ", trend" if best["trend"] else ""
+    return f"×{best['multiplier']:g} max of last {best['lookback']} + {best['margin_pods']} pods{trend}"
+
+
+def _persistence_text(persistence: dict[str, Any]) -> str:
+    """Its best cost_ratio within the tuned HPA's SLO + 1 minute (and at any SLO), with the rule."""
+    parts = []
+    for key, label in (("best_at_hpa_slo", "within the tuned HPA's SLO + 1 min"), ("best", "at any SLO")):
+        best = persistence.get(key)
+        if best:
+            parts.append(
+                f"cost_ratio {best['cost_ratio']:.2f} {label} ({best['slo_violation_minutes']:.1f} min @ "
+                f"{best['replica_hours']:.1f} replica-h; {_rule_text(best)})"
+            )
+    return "; ".join(parts) or "no rule matched the frontier"
 
 
 def _num(v: float | None, fmt: str = ".2f") -> str:
@@ -163,10 +184,13 @@ def _frontier_markdown(report: dict[str, Any]) -> list[str]:
         f"Bars: `learned` cost_ratio ≤ {BARS['learned']:g} on **{met['learned']} of {len(traces)}** traces; "
         f"`tuned` ≤ {BARS['tuned']:g} on **{met['tuned']} of {len(traces)}**.",
         "",
-        "| trace | oracle replica-h (unavoidable min) | tuned HPA: target, SLO min @ replica-h (÷ oracle) | "
-        + " | ".join(names)
-        + " |",
-        "|---|---|---|" + "---|" * len(names),
+        "`persistence` = the persistence oracle's cost_ratio (the pods each past interval needed, known exactly "
+        "and at once, sized by the best of its rules with hindsight; no forecast) within the tuned HPA's SLO-violation "
+        "minutes + 1: where it is above a bar, only a forecast better than persistence can reach it.",
+        "",
+        "| trace | oracle replica-h (unavoidable min) | tuned HPA: target, SLO min @ replica-h (÷ oracle) "
+        "| persistence | " + " | ".join(names) + " |",
+        "|---|---|---|---|" + "---|" * len(names),
     ]
     for t in traces:
         o, hpa = t["oracle"], t["policies"]["hpa"]
@@ -174,10 +198,18 @@ def _frontier_markdown(report: dict[str, Any]) -> list[str]:
             f"| {t['trace']} | {o['replica_hours']:.1f} ({o['unavoidable_minutes']:.1f}) "
             f"| {hpa['tuning']['target_utilization']:g}: {hpa['slo_violation_minutes']:.1f} @ "
             f"{hpa['replica_hours']:.1f} (×{hpa['replica_hours'] / o['replica_hours']:.2f}) | "
+            f"{_persistence_cell(t.get('persistence'))} | "
             + " | ".join(_ratio_cell(t["policies"].get(n)) for n in names)
             + " |"
         )
     return lines
+
+
+def _persistence_cell(persistence: dict[str, Any] | None) -> str:
+    best = (persistence or {}).get("best_at_hpa_slo")
+    if not best:
+        return "—"
+    return f"{best['cost_ratio']:.2f} ({best['slo_violation_minutes']:.1f} min @ {best['replica_hours']:.1f} rh)"
 
 
 def _md_pm(run: dict[str, Any], key: str) -> str:

@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rlscale.policy.baselines import BaselineConfig
 from rlscale.policy.decide import ControllerState, Decision, DecisionConfig, Observation, decide
-from rlscale.training.episodes import run_episodes
-from rlscale.training.evaluate import aggregate, decision_config, episode_metrics
+from rlscale.training.episodes import episode_metrics, run_episodes
+from rlscale.training.evaluate import aggregate, decision_config
 from rlscale.training.sim_config import SimConfig
 from rlscale.training.workloads import Trace
 

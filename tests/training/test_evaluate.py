@@ -14,7 +14,7 @@ from rlscale.policy.baselines import BaselineConfig
 from rlscale.policy.model import PolicyModel
 from rlscale.training import evaluate as ev
 from rlscale.training.cli import evaluate_all_cmd, evaluate_cmd
-from rlscale.training.episodes import LOG_KEYS, EpisodeLog
+from rlscale.training.episodes import LOG_KEYS, EpisodeLog, episode_metrics
 from rlscale.training.sim_config import SimConfig
 from rlscale.training.workloads import Trace, generate
 
@@ -47,7 +47,7 @@ def test_episode_metrics_units() -> None:
         replicas_changed=np.arange(n) % 10 == 0,
         limits_changed=np.arange(n) == 5,
     )
-    m = ev.episode_metrics(EpisodeLog(seed=0, load_name="x", step_s=60.0, steps=steps))
+    m = episode_metrics(EpisodeLog(seed=0, load_name="x", step_s=60.0, steps=steps))
     assert m["slo_violation_minutes"] == 7
     assert m["replica_hours"] == pytest.approx(6.0)
     assert m["cpu_hours"] == pytest.approx(3.0)

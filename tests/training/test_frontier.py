@@ -120,6 +120,13 @@ def test_frontier_json_schema(frontier_report: dict) -> None:
         assert isinstance(p["pareto"], bool)
     assert any(p["pareto"] for p in r["frontier"]["hpa"])
     assert {"replica_hours", "slo_violation_minutes", "unavoidable_minutes"} <= set(r["oracle"])
+    persistence = r["persistence"]
+    assert persistence["rules"] == 240
+    assert persistence["slo_cap_minutes"] == pytest.approx(r["policies"]["hpa"]["slo_violation_minutes"] + 1.0)
+    for key in ("best", "best_at_hpa_slo"):
+        best = persistence[key]
+        assert {"multiplier", "lookback", "margin_pods", "trend", "cost_ratio", "replica_hours"} <= set(best), key
+        assert best["cost_ratio"] == pytest.approx(best["replica_hours"] / best["matched_hpa_replica_hours"])
     for name, run in r["policies"].items():
         keys = {"matched_hpa_replica_hours", "cost_ratio", "gap_closed", "dominates_hpa_on_slo"}
         assert keys <= set(run), name
@@ -142,6 +149,8 @@ def test_no_policy_run_beats_the_oracle(frontier_report: dict) -> None:
             run["replica_hours_min"] < floor["replica_hours"] - 1e-9
             and run["slo_violation_minutes_max"] <= floor["slo_violation_minutes"]
         ), name
+    best = r["persistence"]["best"]  # it knows only the past, so it cannot beat the floor either
+    points.append((best["slo_violation_minutes"], best["replica_hours"]))
     for slo, rh in points:
         assert not (rh < o["replica_hours"] and slo <= o["slo_violation_minutes"]), (slo, rh)
 
@@ -202,3 +211,16 @@ def test_bars_are_judged_without_the_tuned_hpa_among_the_policies() -> None:
     assert not _meets(dominating, 1.0, {"replica_hours": 9.0})
     assert not _meets(dominating, 1.0, None)
     assert _meets({"cost_ratio": 0.9, "dominates_hpa_on_slo": False, "replica_hours": 10.0}, 1.0, None)
+
+
+def test_the_reports_show_the_persistence_oracle(frontier_report: dict) -> None:
+    """`evaluate --frontier` prints it, and the evaluate-all markdown gives it a column."""
+    from rlscale.training.report import frontier_summary, render_markdown
+
+    best = frontier_report["persistence"]["best_at_hpa_slo"]
+    text = frontier_summary(frontier_report)
+    assert f"cost_ratio {best['cost_ratio']:.2f} within the tuned HPA's SLO + 1 min" in text
+    report = {"window": "test", "models": [], "seeds": 2, "criterion": "reward", "frontier": True}
+    md = render_markdown({**report, "traces": [frontier_report]})
+    row = next(line for line in md.splitlines() if line.startswith("| bursty"))
+    assert f"| {best['cost_ratio']:.2f} ({best['slo_violation_minutes']:.1f} min" in row
