@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ from rlscale.policy.limits import ScalingLimits
 from rlscale.training.episodes import episode_metrics, run_schedules
 from rlscale.training.frontier import match
 from rlscale.training.oracle import OracleRun
+from rlscale.training.sim import VectorSim
 from rlscale.training.sim_config import SimConfig
 from rlscale.training.workloads import Trace
 
@@ -71,12 +72,14 @@ class PersistenceRule:
         return np.clip(out, limits.min_replicas, limits.max_replicas)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "multiplier": self.multiplier,
-            "lookback": self.lookback,
-            "margin_pods": self.margin_pods,
-            "trend": self.trend,
-        }
+        return asdict(self)
+
+
+def found_replicas(sim: SimConfig, window: Trace, seed: int) -> int:
+    """The replicas the Deployment has before the first decision on ``window`` under ``seed`` (every policy's start)."""
+    env = VectorSim(sim, window, n_envs=1, autoreset=False, fixed_start=True, env_seeds=[seed], episode_steps=10**12)
+    env.reset()
+    return int(env.replicas[0])
 
 
 def rule_grid() -> list[PersistenceRule]:
@@ -105,10 +108,9 @@ def persistence_report(
     rules = rule_grid()
     schedules, env_seeds = [], []
     for seed in seeds:
-        run = oracles[seed]
-        first = int(run.replicas[0])
+        first = found_replicas(sim, window, int(seed))
         for rule in rules:
-            schedules.append(rule.schedule(run.needed, first, sim.limits))
+            schedules.append(rule.schedule(oracles[seed].needed, first, sim.limits))
             env_seeds.append(int(seed))
     metrics = [episode_metrics(log) for log in run_schedules(sim, window, schedules, env_seeds)]
     results: list[dict[str, Any]] = []
@@ -131,4 +133,4 @@ def persistence_report(
     return out
 
 
-__all__ = ["PersistenceRule", "persistence_report", "rule_grid"]
+__all__ = ["PersistenceRule", "found_replicas", "persistence_report", "rule_grid"]

@@ -14,6 +14,7 @@ from rlscale.training.persistence import (
     MULTIPLIERS,
     SLO_SLACK_MIN,
     PersistenceRule,
+    found_replicas,
     persistence_report,
     rule_grid,
 )
@@ -51,6 +52,18 @@ def test_the_grid_is_every_combination_once() -> None:
     assert len(grid) == len(set(grid)) == len(MULTIPLIERS) * len(LOOKBACKS) * len(MARGIN_PODS) * 2
 
 
+def test_every_rule_starts_from_the_deployment_every_policy_finds() -> None:
+    """Interval 0 is decided before anything is known: from the count a controller sees first, not the oracle's."""
+    from rlscale.policy.decide import DecisionConfig
+    from rlscale.training.episodes import Controller, run_controllers
+
+    sim = SimConfig()
+    window = generate("bursty", 120, 2)
+    for seed in (0, 3):
+        logs = run_controllers(sim, window, [Controller(DecisionConfig())], [seed], keep_decisions=True)
+        assert found_replicas(sim, window, seed) == logs[0].decisions[0].previous_replicas
+
+
 def test_a_schedule_is_played_as_set() -> None:
     sim = SimConfig()
     window = Trace(name="flat", values=np.full(120, 50.0), start_s=0.0)
@@ -78,7 +91,7 @@ def test_the_report_matches_the_best_rule_against_the_frontier() -> None:
     # The reported numbers are the rule's, played again.
     rule = PersistenceRule(best["multiplier"], best["lookback"], best["margin_pods"], best["trend"])
     replay = episode_metrics(
-        run_schedules(sim, window, [rule.schedule(oracle.needed, int(oracle.replicas[0]), sim.limits)], [0])[0]
+        run_schedules(sim, window, [rule.schedule(oracle.needed, found_replicas(sim, window, 0), sim.limits)], [0])[0]
     )
     assert replay["replica_hours"] == pytest.approx(best["replica_hours"])
     assert replay["slo_violation_minutes"] == pytest.approx(best["slo_violation_minutes"])
