@@ -57,6 +57,7 @@ class OracleRun:
     cpu_limit_m: IntArray  # per interval
     unavoidable: npt.NDArray[np.bool_]  # intervals no candidate got through
     step_s: float
+    found: int  # replicas before the first decision: the Deployment every policy starts from
 
     @property
     def replica_hours(self) -> float:
@@ -145,7 +146,7 @@ def run_oracles(
         episode_steps=10**12,
     )
     env.reset()
-    first = int(env.replicas[0])
+    found = [int(env.replicas[lo]) for lo in starts[:-1]]  # each block's Deployment as found
     steps = int(env.episode_lengths[0])
     needed = np.zeros((len(blocks), steps), dtype=np.int64)
     cpu = np.zeros((len(blocks), steps), dtype=np.int64)
@@ -169,11 +170,12 @@ def run_oracles(
     start_ahead = sim.startup_delay_s > 0
     return {
         (b[0], b[1]): OracleRun(
-            bill(needed[j], sim.limits, start_ahead=start_ahead, first=first),
+            bill(needed[j], sim.limits, start_ahead=start_ahead, first=found[j]),
             needed[j],
             cpu[j],
             unavoidable[j],
             sim.step_s,
+            found[j],
         )
         for j, b in enumerate(blocks)
     }

@@ -36,7 +36,6 @@ from rlscale.policy.limits import ScalingLimits
 from rlscale.training.episodes import episode_metrics, run_schedules
 from rlscale.training.frontier import match
 from rlscale.training.oracle import OracleRun
-from rlscale.training.sim import VectorSim
 from rlscale.training.sim_config import SimConfig
 from rlscale.training.workloads import Trace
 
@@ -75,13 +74,6 @@ class PersistenceRule:
         return asdict(self)
 
 
-def found_replicas(sim: SimConfig, window: Trace, seed: int) -> int:
-    """The replicas the Deployment has before the first decision on ``window`` under ``seed`` (every policy's start)."""
-    env = VectorSim(sim, window, n_envs=1, autoreset=False, fixed_start=True, env_seeds=[seed], episode_steps=10**12)
-    env.reset()
-    return int(env.replicas[0])
-
-
 def rule_grid() -> list[PersistenceRule]:
     """Every rule the report tries."""
     return [
@@ -102,15 +94,16 @@ def persistence_report(
     """The JSON ``persistence`` object: the best rule at any SLO, and within the tuned HPA's SLO + 1 minute.
 
     ``oracles`` holds the clairvoyant oracle's run per seed (its ``needed`` counts are what the
-    rules look back on); ``hpa_mean`` the HPA grid's means on ``window`` (the frontier) and
-    ``oracle_rh`` the oracle's replica-hours, as for every policy's cost at matched SLO.
+    rules look back on, its ``found`` count what they start from); ``hpa_mean`` the HPA grid's
+    means on ``window`` (the frontier) and ``oracle_rh`` the oracle's replica-hours, as for every
+    policy's cost at matched SLO.
     """
     rules = rule_grid()
     schedules, env_seeds = [], []
     for seed in seeds:
-        first = found_replicas(sim, window, int(seed))
+        run = oracles[seed]
         for rule in rules:
-            schedules.append(rule.schedule(oracles[seed].needed, first, sim.limits))
+            schedules.append(rule.schedule(run.needed, run.found, sim.limits))
             env_seeds.append(int(seed))
     metrics = [episode_metrics(log) for log in run_schedules(sim, window, schedules, env_seeds)]
     results: list[dict[str, Any]] = []
@@ -133,4 +126,4 @@ def persistence_report(
     return out
 
 
-__all__ = ["PersistenceRule", "found_replicas", "persistence_report", "rule_grid"]
+__all__ = ["PersistenceRule", "persistence_report", "rule_grid"]

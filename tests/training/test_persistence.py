@@ -14,7 +14,6 @@ from rlscale.training.persistence import (
     MULTIPLIERS,
     SLO_SLACK_MIN,
     PersistenceRule,
-    found_replicas,
     persistence_report,
     rule_grid,
 )
@@ -61,7 +60,7 @@ def test_every_rule_starts_from_the_deployment_every_policy_finds() -> None:
     window = generate("bursty", 120, 2)
     for seed in (0, 3):
         logs = run_controllers(sim, window, [Controller(DecisionConfig())], [seed], keep_decisions=True)
-        assert found_replicas(sim, window, seed) == logs[0].decisions[0].previous_replicas
+        assert run_oracle(sim, window, seed=seed).found == logs[0].decisions[0].previous_replicas
 
 
 def test_a_schedule_is_played_as_set() -> None:
@@ -91,7 +90,7 @@ def test_the_report_matches_the_best_rule_against_the_frontier() -> None:
     # The reported numbers are the rule's, played again.
     rule = PersistenceRule(best["multiplier"], best["lookback"], best["margin_pods"], best["trend"])
     replay = episode_metrics(
-        run_schedules(sim, window, [rule.schedule(oracle.needed, found_replicas(sim, window, 0), sim.limits)], [0])[0]
+        run_schedules(sim, window, [rule.schedule(oracle.needed, oracle.found, sim.limits)], [0])[0]
     )
     assert replay["replica_hours"] == pytest.approx(best["replica_hours"])
     assert replay["slo_violation_minutes"] == pytest.approx(best["slo_violation_minutes"])
