@@ -683,6 +683,12 @@ class VectorSim:
         first_rate = s.flat[self._row0[idx]] * self._scale[idx]
         if cfg.initial_replicas is None:
             want = np.ceil(first_rate / (self._mu_pod[idx] * cfg.load_target_utilization))
+            if cfg.initial_replicas_range != (1.0, 1.0):
+                # Exploring starts: a Deployment found over- (or under-) sized, as after a burst
+                # or when the operator takes one over. Drawn only when asked, so the exogenous
+                # stream of every run with the default range is unchanged.
+                lo_r, hi_r = np.log(cfg.initial_replicas_range)
+                want = np.ceil(want * np.exp(lo_r + (hi_r - lo_r) * self._exo(_uniform, (), idx)))
             r0 = np.clip(want, max(lim.min_replicas, 1), lim.max_replicas).astype(np.int64)
         else:
             r0 = np.full(k, cfg.initial_replicas, dtype=np.int64)

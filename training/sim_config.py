@@ -31,15 +31,16 @@ from rlscale.policy.limits import ScalingLimits
 from rlscale.policy.reward import Objective
 
 
-def _load_scale_range(value: tuple[float, float]) -> tuple[float, float]:
+def _multiplier_range(value: tuple[float, float]) -> tuple[float, float]:
     lo, hi = value
     if not 0 < lo <= hi:
-        raise ValueError(f"load_scale_range must satisfy 0 < lo <= hi, got ({lo}, {hi})")
+        raise ValueError(f"a multiplier range (lo, hi) must satisfy 0 < lo <= hi, got ({lo}, {hi})")
     return value
 
 
-#: A per-episode load multiplier range ``(lo, hi)``, ``0 < lo <= hi``: the simulator's, and a fine-tune's override.
-LoadScaleRange = Annotated[tuple[float, float], AfterValidator(_load_scale_range)]
+#: A per-episode multiplier range ``(lo, hi)``, ``0 < lo <= hi`` (pydantic's error names the field): the load's
+#: (the simulator's, and a fine-tune's override) and the initial replicas'.
+LoadScaleRange = Annotated[tuple[float, float], AfterValidator(_multiplier_range)]
 
 
 class SimConfig(BaseModel):
@@ -178,6 +179,12 @@ class SimConfig(BaseModel):
     load_scale_range: LoadScaleRange = Field(
         (1.0, 1.0), description="Per-episode load multiplier drawn uniformly from [lo, hi] (1, 1 = as scaled)."
     )
+    initial_replicas_range: LoadScaleRange = Field(
+        (1.0, 1.0),
+        description="Per-episode multiplier on the sized initial replicas, log-uniform in [lo, hi] (1, 1 = sized "
+        "exactly; only with initial_replicas None): exploring starts, so a policy meets Deployments found "
+        "oversized (after a burst, or when the operator takes one over) and learns to shed them.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> SimConfig:
@@ -186,6 +193,11 @@ class SimConfig(BaseModel):
             raise ValueError(
                 f"initial_replicas ({self.initial_replicas}) must be within limits "
                 f"[{lim.min_replicas}, {lim.max_replicas}]"
+            )
+        if self.initial_replicas is not None and self.initial_replicas_range != (1.0, 1.0):
+            raise ValueError(
+                f"initial_replicas_range ({self.initial_replicas_range}) multiplies the sized start: it needs "
+                f"initial_replicas unset, got {self.initial_replicas}"
             )
         if not lim.cpu_limit_min_m <= self.initial_cpu_limit_m <= lim.cpu_limit_max_m:
             raise ValueError(

@@ -393,3 +393,39 @@ def test_observation_conversion_marks_unknown_as_none() -> None:
     sim = VectorSim(SimConfig(), np.full(100, 5.0), seed=0)
     sim.reset()
     assert sim.observation(0).metrics_ok
+
+
+def test_initial_replicas_range_multiplies_the_sized_start(loads: list[Trace]) -> None:
+    """Exploring starts: each episode's first count is the sized one times a log-uniform draw from the range."""
+    sized = VectorSim(small(), loads, n_envs=64, seed=3)
+    sized.reset()
+    base = sized.replicas.copy()
+    doubled = VectorSim(small(initial_replicas_range=(2.0, 2.0)), loads, n_envs=64, seed=3)
+    doubled.reset()
+    assert np.array_equal(doubled.replicas, np.minimum(2 * base, small().limits.max_replicas))
+    spread = VectorSim(small(initial_replicas_range=(1.0, 4.0)), loads, n_envs=64, seed=3)
+    spread.reset()
+    ratio = spread.replicas / base
+    assert np.all(spread.replicas >= base) and np.all(ratio <= 4.0 + 1e-9)
+    assert len(np.unique(np.round(ratio, 2))) > 10  # drawn per env, not one factor for all
+
+
+def test_default_initial_replicas_range_draws_nothing(loads: list[Trace]) -> None:
+    """(1, 1) leaves the exogenous stream as it was: the same loads and noise as a config that never heard of it."""
+    a = VectorSim(small(), loads, n_envs=8, seed=5)
+    b = VectorSim(small(initial_replicas_range=(1.0, 1.0)), loads, n_envs=8, seed=5)
+    assert np.array_equal(a.reset(), b.reset())
+    wider = VectorSim(small(initial_replicas_range=(1.0, 1.5)), loads, n_envs=8, seed=5)
+    wider.reset()
+    assert np.array_equal(wider._series_idx, a._series_idx) and np.array_equal(wider._row0, a._row0)
+    for _ in range(5):
+        oa, *_ = a.step(np.zeros(8, dtype=np.int64))
+        ob, *_ = b.step(np.zeros(8, dtype=np.int64))
+        assert np.array_equal(oa, ob)
+
+
+def test_initial_replicas_range_errors_name_the_field() -> None:
+    with pytest.raises(ValidationError, match="initial_replicas_range"):
+        SimConfig(initial_replicas_range=(2.0, 1.0))
+    with pytest.raises(ValidationError, match=r"initial_replicas_range.*needs initial_replicas unset"):
+        SimConfig(initial_replicas=3, initial_replicas_range=(1.0, 2.0))
