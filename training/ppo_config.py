@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rlscale.training.sim_config import LoadScaleRange, SimConfig
+from rlscale.training.sim_config import MultiplierRange, SimConfig
 
 
 class SloConstraint(BaseModel):
@@ -256,7 +256,7 @@ class FineTuneConfig(BaseModel):
         description="This workload's SLO budget (share of intervals allowed to violate) for a model trained with the "
         "SLO as a constraint; None keeps the init model's (the generated mix's 1 %).",
     )
-    load_scale_range: LoadScaleRange | None = Field(
+    load_scale_range: MultiplierRange | None = Field(
         None,
         description="Per-episode load multiplier range for this workload's episodes; None keeps the init model's "
         "(0.6-1.8x by default).",

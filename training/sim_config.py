@@ -40,7 +40,7 @@ def _multiplier_range(value: tuple[float, float]) -> tuple[float, float]:
 
 #: A per-episode multiplier range ``(lo, hi)``, ``0 < lo <= hi`` (pydantic's error names the field): the load's
 #: (the simulator's, and a fine-tune's override) and the initial replicas'.
-LoadScaleRange = Annotated[tuple[float, float], AfterValidator(_multiplier_range)]
+MultiplierRange = Annotated[tuple[float, float], AfterValidator(_multiplier_range)]
 
 
 class SimConfig(BaseModel):
@@ -176,10 +176,10 @@ class SimConfig(BaseModel):
         description="If set, a series value v means v × this requests/s (1/60 for requests per minute), and "
         "target_replicas_p95 is ignored: for experiments at a known absolute load.",
     )
-    load_scale_range: LoadScaleRange = Field(
+    load_scale_range: MultiplierRange = Field(
         (1.0, 1.0), description="Per-episode load multiplier drawn uniformly from [lo, hi] (1, 1 = as scaled)."
     )
-    initial_replicas_range: LoadScaleRange = Field(
+    initial_replicas_range: MultiplierRange = Field(
         (1.0, 1.0),
         description="Per-episode multiplier on the sized initial replicas, log-uniform in [lo, hi] (1, 1 = sized "
         "exactly; only with initial_replicas None): exploring starts, so a policy meets Deployments found "

@@ -420,16 +420,15 @@ def test_default_initial_replicas_range_draws_nothing(loads: list[Trace], monkey
         return real(self, draw, rows, idx)  # type: ignore[arg-type]
 
     monkeypatch.setattr(VectorSim, "_exo", counting)
-    per_config = []
+    per_config, sims = [], []
     for scale in ((1.0, 1.0), (1.0, 1.5)):
         draws.clear()
-        VectorSim(small(initial_replicas_range=scale), loads, n_envs=8, seed=5).reset()
+        sims.append(VectorSim(small(initial_replicas_range=scale), loads, n_envs=8, seed=5))
+        sims[-1].reset()
         per_config.append(list(draws))
     # The range's one draw per reset sits right after the (series, start, load) draw; nothing else moves.
     assert per_config[1] == [per_config[0][0], (), *per_config[0][1:]]
-    default, wider = (VectorSim(small(initial_replicas_range=r), loads, n_envs=8, seed=5) for r in ((1, 1), (1, 1.5)))
-    default.reset()
-    wider.reset()  # the draw comes after the series, start and load draws: the same windows, only the count moves
+    default, wider = sims  # the same windows, only the count moves
     assert np.array_equal(wider._series_idx, default._series_idx) and np.array_equal(wider._row0, default._row0)
 
 
